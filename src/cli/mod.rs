@@ -1,0 +1,113 @@
+//! The command line: thin over the library. Exit codes: 0 success, 1 the input has errors
+//! (or the condition failed at run time), 2 usage or I/O error.
+
+mod eval;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nanovm",
+    version,
+    about = "Check and run LLM agent workflow programs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate one condition against a context in the sandboxed VM.
+    Eval(eval::EvalArgs),
+    /// Print the long explanation of a diagnostic code (e.g. NV0110), or list every code.
+    Explain {
+        /// A code such as NV0110; omit to list all codes.
+        code: Option<String>,
+    },
+}
+
+/// Output formats shared by commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// Colour choice for human output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    fn enabled_for_stderr(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+            }
+        }
+    }
+}
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    ExitCode::from(match cli.command {
+        Command::Eval(args) => eval::run(&args),
+        Command::Explain { code } => explain(code.as_deref()),
+    })
+}
+
+fn explain(code: Option<&str>) -> u8 {
+    use crate::diagnostics::Code;
+    match code {
+        None => {
+            for c in Code::ALL {
+                let i = c.info();
+                println!(
+                    "{}  {:<8} {:<32} {}",
+                    i.code,
+                    i.severity.as_str(),
+                    i.name,
+                    i.summary
+                );
+            }
+            EXIT_OK
+        }
+        Some(text) => match Code::parse(text) {
+            Some(c) => {
+                let i = c.info();
+                println!(
+                    "{} ({}, {}): {}\n\n{}",
+                    i.code,
+                    i.name,
+                    i.severity.as_str(),
+                    i.summary,
+                    i.explanation
+                );
+                EXIT_OK
+            }
+            None => {
+                eprintln!("error: unknown diagnostic code `{text}`; `nanovm explain` lists them");
+                EXIT_USAGE
+            }
+        },
+    }
+}

@@ -1,0 +1,318 @@
+//! The stable diagnostic codes. A code never changes meaning once published; retired codes
+//! are not reused. `nanovm explain CODE` prints [`CodeInfo::explanation`].
+//!
+//! Ranges: `NV01xx` condition syntax, `NV02xx` condition names and types, `NV03xx` input
+//! limits, `NV04xx` run-time errors of conditions.
+
+use super::Severity;
+use serde::{Serialize, Serializer};
+use std::fmt;
+
+/// Static facts about a code.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeInfo {
+    pub code: &'static str,
+    /// Short kebab-case name, stable like the code.
+    pub name: &'static str,
+    pub severity: Severity,
+    pub summary: &'static str,
+    /// Long explanation with a wrong and a right example.
+    pub explanation: &'static str,
+}
+
+macro_rules! codes {
+    ($( $variant:ident = $code:literal, $name:literal, $sev:ident, $summary:literal, $expl:literal; )*) => {
+        /// A stable diagnostic code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code { $( $variant, )* }
+
+        impl Code {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [Code] = &[ $( Code::$variant, )* ];
+
+            pub fn info(self) -> &'static CodeInfo {
+                match self {
+                    $( Code::$variant => &CodeInfo {
+                        code: $code,
+                        name: $name,
+                        severity: Severity::$sev,
+                        summary: $summary,
+                        explanation: $expl,
+                    }, )*
+                }
+            }
+        }
+    };
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        self.info().code
+    }
+
+    /// Look a code up by its text (`NV0101`, case-insensitive, the `NV` optional).
+    pub fn parse(text: &str) -> Option<Code> {
+        let t = text.trim();
+        let digits = t
+            .strip_prefix("NV")
+            .or_else(|| t.strip_prefix("nv"))
+            .unwrap_or(t);
+        Code::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str().get(2..) == Some(digits))
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+codes! {
+    UnexpectedChar = "NV0101", "unexpected-character", Error,
+        "a character that is not part of the condition language",
+"Every character of a condition is lexed; one that is not part of the language is an error at
+its exact position (the reference silently skipped such characters, so `!$x` meant `$x`).
+
+Wrong:   $a === 1        !$approved        $a && $b
+Right:   $a == 1         not $approved     $a and $b";
+
+    UnterminatedString = "NV0102", "unterminated-string",  Error,
+        "a string literal without its closing quote",
+"A string starts with ' or \" and ends with the same quote on the same condition.
+
+Wrong:   $status == 'open
+Right:   $status == 'open'";
+
+    InvalidEscape = "NV0103", "invalid-escape", Error,
+        "an escape sequence a string literal does not support",
+"Inside a string literal a backslash starts an escape. Supported: \\\\ \\' \\\" \\n \\r \\t and
+\\u{XXXX} (1 to 6 hex digits naming a Unicode scalar value).
+
+Wrong:   $path == 'C:\\temp'
+Right:   $path == 'C:\\\\temp'";
+
+    MalformedNumber = "NV0104", "malformed-number", Error,
+        "a number written in a form the language does not accept",
+"Numbers are integers (`42`, `-7`) or decimals with digits on both sides of the point
+(`0.5`, `-1.25`). There is no exponent syntax, no leading or trailing point, no unit suffix,
+and the minus sign is written directly before the digits.
+
+Wrong:   $n > .5      $n < 1e3      $w == 2kg      $t > - 5
+Right:   $n > 0.5     $n < 1000     $w == 2        $t > -5";
+
+    NumberOutOfRange = "NV0105", "number-out-of-range", Error,
+        "an integer outside the 64-bit range or a decimal that is not finite",
+"Integers must fit in a signed 64-bit integer (-9223372036854775808 to 9223372036854775807);
+decimals must be finite.
+
+Wrong:   $n > 99999999999999999999
+Right:   $n > 9223372036854775807";
+
+    UnexpectedToken = "NV0106", "unexpected-token", Error,
+        "a token where the grammar does not allow it",
+"The condition grammar is `or`/`and` chains of `not`-prefixed comparisons between operands
+(variables, literals, parenthesised conditions). A token that does not fit is reported with
+what was expected there.
+
+Wrong:   $a $b        $a == == 1        $a == 1 $b
+Right:   $a == $b     $a == 1           $a == 1 and $b";
+
+    UnexpectedEnd = "NV0107", "unexpected-end", Error,
+        "the condition ends where more was expected",
+"The condition stops in the middle of a construct, e.g. after an operator.
+
+Wrong:   $a and        $a ==        not
+Right:   $a and $b     $a == 1      not $a";
+
+    EmptyCondition = "NV0108", "empty-condition", Error,
+        "a condition with no tokens at all",
+"A condition must contain at least one operand. The empty string and a string of only
+whitespace are rejected before anything runs.
+
+Wrong:   \"\"
+Right:   \"$ready\"";
+
+    CallSyntax = "NV0109", "call-syntax", Error,
+        "a method or function call; conditions cannot call anything",
+"Conditions have no functions and no methods, so nothing a program carries can execute code.
+`$x.lower()`, `$x.strip ()` and `len($x)` are rejected at the call.
+
+Wrong:   $answer.lower() == 'yes'        len($items) > 0
+Right:   $answer == 'yes' or $answer == 'YES'        $items";
+
+    MixedLogic = "NV0110", "mixed-and-or", Error,
+        "`and` and `or` mixed without parentheses",
+"The reference gave `and` and `or` equal precedence and grouped left to right, unlike
+Python, so `A or B and C` meant `(A or B) and C`. nanovm never decides this silently: write
+the grouping you mean.
+
+Wrong:   $a == 1 or $b == 1 and $c == 1
+Right:   ($a == 1 or $b == 1) and $c == 1      $a == 1 or ($b == 1 and $c == 1)";
+
+    ChainedComparison = "NV0111", "chained-comparison", Error,
+        "two comparison operators in a row",
+"Comparisons do not chain: `1 < $x < 10` is not a range test. Join two comparisons with
+`and`.
+
+Wrong:   1 < $x < 10
+Right:   1 < $x and $x < 10";
+
+    BareWord = "NV0112", "bare-word", Error,
+        "a word that is neither a keyword, a `$variable` nor a quoted string",
+"Words without `$` or quotes are keywords (`and or not in contains True False None true false
+null`) or errors. Keywords are lower case (`True`/`False`/`None` may also be capitalised).
+
+Wrong:   $status == approved       $a AND $b
+Right:   $status == 'approved'     $a and $b";
+
+    UnbalancedParen = "NV0113", "unbalanced-parenthesis", Error,
+        "a `(` without its `)` or a `)` without its `(`",
+"Parentheses group conditions and must balance.
+
+Wrong:   ($a or $b and $c        $a == 1)
+Right:   ($a or $b) and $c       $a == 1";
+
+    UnknownVariable = "NV0201", "unknown-variable", Error,
+        "a name that no step, output_key or declared input provides",
+"When a program declares its `inputs`, every `$name` must be a step id, an `output_key` or a
+declared input. Without `inputs`, unknown names come from the run context (see NV0202).
+
+Wrong:   \"inputs\": {\"amount\": \"int\"} ... \"condition\": \"$amout > 10\"
+Right:   \"inputs\": {\"amount\": \"int\"} ... \"condition\": \"$amount > 10\"";
+
+    PossiblyMisspelled = "NV0202", "possibly-misspelled-name", Warning,
+        "an unknown name that is close to a known one",
+"A name that is not a step id, an `output_key` or a declared input is read from the run
+context. When it is within two edits of a known name it is probably a typo: at run time it
+would silently read `None`.
+
+Wrong:   \"condition\": \"$clasify == 'yes'\"     (step `classify` exists)
+Right:   \"condition\": \"$classify == 'yes'\"";
+
+    UnknownStep = "NV0203", "unknown-step", Error,
+        "`$name.output` where `name` is not a step",
+"`$name.output...` reads the output of step `name`. With declared `inputs`, a root that is no
+step, `output_key` or input is an error.
+
+Wrong:   \"condition\": \"$clasify.output == 'yes'\"
+Right:   \"condition\": \"$classify.output == 'yes'\"";
+
+    StepNeverRan = "NV0204", "step-not-yet-run", Error,
+        "a reference to a step that cannot have run before this point",
+"On every path that reaches this condition, the referenced step has not run yet, so the
+reference always reads `None`.
+
+Wrong:   steps: [check: \"$fetch.output.ok\"] then [fetch]
+Right:   steps: [fetch] then [check: \"$fetch.output.ok\"]";
+
+    StepMaybeNotRan = "NV0205", "step-may-not-have-run", Warning,
+        "a reference to a step that has not run on some path to this point",
+"Some path reaches this condition without running the referenced step; on that path the
+reference reads `None`. Compare with `None` first if that is intended.
+
+Wrong:   \"$maybe.output.ok\"
+Right:   \"$maybe.output != None and $maybe.output.ok\"";
+
+    NoSuchField = "NV0206", "no-such-field", Error,
+        "a field that the value's known type does not have",
+"The type of the value is known (a tool's output schema, an `inputs` declaration) and has no
+such field; the read would always be `None`.
+
+Wrong:   $lookup.output.amout > 10      (output schema has `amount`)
+Right:   $lookup.output.amount > 10";
+
+    OperatorTypes = "NV0207", "operator-not-defined", Error,
+        "an operator applied to types it is not defined for",
+"Ordering (`< <= > >=`) is defined between numbers, between strings and between lists; `in`
+needs a string, list or object on the right (and a string on the left of a string). Anything
+else fails at run time, so when the types are known it is rejected before.
+
+Wrong:   5 in 'abc5'        'b' > 1        None < 3
+Right:   '5' in 'abc5'      'b' > 'a'      $n != None and $n < 3";
+
+    NotInEnum = "NV0208", "literal-not-in-allowed-outputs", Error,
+        "a comparison of an `allowed_outputs` value with a string outside the set",
+"The step's output is one of its `allowed_outputs`, so comparing it with another string is
+always false (or always true for `!=`).
+
+Wrong:   allowed_outputs [\"yes\",\"no\"] ... \"$classify == 'Yes'\"
+Right:   allowed_outputs [\"yes\",\"no\"] ... \"$classify == 'yes'\"";
+
+    ConstantComparison = "NV0209", "constant-comparison", Warning,
+        "a comparison that is always true or always false",
+"The types (or values) of both sides decide the result before anything runs, e.g. a string is
+never equal to an integer. The branch that cannot be taken is still checked.
+
+Wrong:   $code == 200        (code is a string)        1 == 1
+Right:   $code == '200'";
+
+    TooLong = "NV0301", "condition-too-long", Error,
+        "the condition is longer than the limit",
+"A condition may be at most 4096 bytes (configurable). Long conditions usually mean logic that
+belongs in steps.
+
+Wrong:   a 10 KiB condition
+Right:   split the decision into several condition steps";
+
+    TooDeep = "NV0302", "nesting-too-deep", Error,
+        "parentheses and `not`s nested deeper than the limit",
+"Nesting depth counts open parentheses plus stacked `not`s; the limit is 64 (configurable).
+
+Wrong:   ((((((((...$a...))))))))      (65 levels)
+Right:   $a";
+
+    TooManyOperators = "NV0303", "too-many-operators", Error,
+        "more operators than the limit",
+"A condition may use at most 256 operators (`and or not == != < <= > >= in contains`);
+configurable.
+
+Wrong:   $a == 1 or ... (300 comparisons)
+Right:   '$a' in a list value prepared by a step";
+
+    RuntimeType = "NV0401", "runtime-type-error", Error,
+        "an operator met values it is not defined for at run time",
+"With `any`-typed values the check happens at run time: ordering a string against a number,
+ordering against `None`, or `in` on a non-container fails the step (as in the reference).
+
+Wrong:   $code > 100        (code = '200')
+Right:   $code == '200'";
+
+    FuelExhausted = "NV0402", "fuel-exhausted", Error,
+        "evaluation used more instructions than its fuel",
+"Every compiled condition has a static cost (instructions on its longest path) and the VM never
+runs more; this error appears only when a caller sets a fuel limit below that cost.
+
+Wrong:   nanovm eval --fuel 1 '$a and $b'
+Right:   nanovm eval '$a and $b'";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_sorted() {
+        let all: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(all, sorted);
+        for c in Code::ALL {
+            assert!(c.info().explanation.contains("Wrong:"), "{c}");
+            assert!(c.info().explanation.contains("Right:"), "{c}");
+            assert_eq!(Code::parse(c.as_str()), Some(*c));
+        }
+        assert_eq!(Code::parse("0101"), Some(Code::UnexpectedChar));
+        assert_eq!(Code::parse("nv0209"), Some(Code::ConstantComparison));
+        assert_eq!(Code::parse("NV9999"), None);
+    }
+}

@@ -1,0 +1,53 @@
+//! A plain AST interpreter: the test oracle for the compiler and the VM. It shares the value
+//! semantics ([`super::value`]) and the name rule ([`super::names`]) and nothing else.
+
+use super::ast::{CmpOp, Expr, ExprKind, LogicOp};
+use super::names::{Scope, SlotPath, resolve};
+use super::types::lit_value;
+use super::value::{CmpKind, bool_ref, compare, truthy};
+use super::vm::RuntimeError;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// Evaluate a condition's truth value. An AST with error nodes evaluates to an internal error.
+pub fn eval<S: Scope + ?Sized>(expr: &Expr, scope: &S) -> Result<bool, RuntimeError> {
+    Ok(truthy(value(expr, scope)?.as_ref()))
+}
+
+fn value<'a, S: Scope + ?Sized>(e: &Expr, scope: &'a S) -> Result<Cow<'a, Value>, RuntimeError> {
+    Ok(match &e.kind {
+        ExprKind::Error => return Err(RuntimeError::Internal { pc: 0 }),
+        ExprKind::Lit(l) => Cow::Owned(lit_value(l)),
+        ExprKind::Var(p) => Cow::Borrowed(resolve(scope, &SlotPath::new(p))),
+        ExprKind::Not(inner) => Cow::Borrowed(bool_ref(!truthy(value(inner, scope)?.as_ref()))),
+        ExprKind::Logic(op, l, r) => {
+            let left = truthy(value(l, scope)?.as_ref());
+            let result = match op {
+                LogicOp::And => left && truthy(value(r, scope)?.as_ref()),
+                LogicOp::Or => left || truthy(value(r, scope)?.as_ref()),
+            };
+            Cow::Borrowed(bool_ref(result))
+        }
+        ExprKind::Cmp(op, l, r) => {
+            let lv = value(l, scope)?;
+            let rv = value(r, scope)?;
+            let (k, lhs, rhs) = match op {
+                CmpOp::Eq => (CmpKind::Eq, &lv, &rv),
+                CmpOp::Ne => (CmpKind::Ne, &lv, &rv),
+                CmpOp::Lt => (CmpKind::Lt, &lv, &rv),
+                CmpOp::Le => (CmpKind::Le, &lv, &rv),
+                CmpOp::Gt => (CmpKind::Gt, &lv, &rv),
+                CmpOp::Ge => (CmpKind::Ge, &lv, &rv),
+                CmpOp::In => (CmpKind::In, &lv, &rv),
+                CmpOp::NotIn => (CmpKind::NotIn, &lv, &rv),
+                CmpOp::Contains => (CmpKind::In, &rv, &lv),
+            };
+            let r = compare(k, lhs, rhs).map_err(|mismatch| RuntimeError::Type {
+                op: k,
+                mismatch,
+                span: e.span,
+            })?;
+            Cow::Borrowed(bool_ref(r))
+        }
+    })
+}

@@ -1,0 +1,185 @@
+//! The one name-resolution rule (DESIGN §2, §8 Q9–Q12, Q18), used by conditions now and by
+//! prompt, system and args interpolation later. Nothing else in the crate walks a `$path`.
+//!
+//! `$root.a.b`: the root is a step id (that step's output; step outputs win over data), else a
+//! data key. A first `output` segment right after a step id is the step's output itself (so
+//! `$s.output.x` is field `x` of step `s`'s output even when that output has an `output`
+//! key). Every further segment is a key; a segment of digits applied to a list indexes it; an
+//! `output` segment the current value does not have as a key is skipped. Anything missing
+//! reads as `None`; resolution never fails.
+
+use super::ast::Path;
+use super::value::NULL;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// What a root name refers to.
+#[derive(Debug, Clone, Copy)]
+pub enum Root<'a> {
+    Step(&'a Value),
+    Data(&'a Value),
+    Missing,
+}
+
+/// Where roots are looked up. The runtime implements it over its state.
+pub trait Scope {
+    fn root(&self, name: &str) -> Root<'_>;
+}
+
+/// An evaluation context in the conformance shape: `{"step_outputs": {…}, "data": {…}}`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    #[serde(default)]
+    pub step_outputs: Map<String, Value>,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+impl Scope for Context {
+    fn root(&self, name: &str) -> Root<'_> {
+        if let Some(v) = self.step_outputs.get(name) {
+            Root::Step(v)
+        } else if let Some(v) = self.data.get(name) {
+            Root::Data(v)
+        } else {
+            Root::Missing
+        }
+    }
+}
+
+/// One pre-split path segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Segment {
+    pub key: Box<str>,
+    /// The segment as a list index, when it is all digits.
+    pub index: Option<usize>,
+    pub is_output: bool,
+}
+
+impl Segment {
+    pub fn new(key: &str) -> Self {
+        let index = if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+            key.parse().ok()
+        } else {
+            None
+        };
+        Self {
+            key: key.into(),
+            index,
+            is_output: key == "output",
+        }
+    }
+}
+
+/// A compiled `$path`: a root and pre-split segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlotPath {
+    pub root: Box<str>,
+    pub segments: Box<[Segment]>,
+}
+
+impl SlotPath {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            root: path.root.as_str().into(),
+            segments: path.segments.iter().map(|s| Segment::new(s)).collect(),
+        }
+    }
+
+    /// The segments that follow the root, without the `output` accessor of a step root.
+    pub fn segments_after_root(&self, root_is_step: bool) -> &[Segment] {
+        match self.segments.split_first() {
+            Some((first, rest)) if root_is_step && first.is_output => rest,
+            _ => &self.segments,
+        }
+    }
+}
+
+impl std::fmt::Display for SlotPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "${}", self.root)?;
+        for s in &*self.segments {
+            write!(f, ".{}", s.key)?;
+        }
+        Ok(())
+    }
+}
+
+/// One step of the walk over a value.
+#[derive(Debug)]
+pub enum Step<'a> {
+    Into(&'a Value),
+    Skip,
+    Missing,
+}
+
+/// Apply one segment to a value.
+#[inline]
+pub fn step<'a>(v: &'a Value, seg: &Segment) -> Step<'a> {
+    let found = match v {
+        Value::Object(m) => m.get(&*seg.key),
+        Value::Array(a) => seg.index.and_then(|i| a.get(i)),
+        _ => None,
+    };
+    match found {
+        Some(x) => Step::Into(x),
+        None if seg.is_output => Step::Skip,
+        None => Step::Missing,
+    }
+}
+
+/// Resolve a path in a scope. Never fails: anything missing is `None`.
+pub fn resolve<'a, S: Scope + ?Sized>(scope: &'a S, path: &SlotPath) -> &'a Value {
+    let (mut v, is_step) = match scope.root(&path.root) {
+        Root::Step(v) => (v, true),
+        Root::Data(v) => (v, false),
+        Root::Missing => return &NULL,
+    };
+    for seg in path.segments_after_root(is_step) {
+        match step(v, seg) {
+            Step::Into(x) => v = x,
+            Step::Skip => {}
+            Step::Missing => return &NULL,
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(v: Value) -> Context {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn r<'a>(c: &'a Context, p: &str) -> &'a Value {
+        resolve(c, &SlotPath::new(&Path::parse(p)))
+    }
+
+    #[test]
+    fn rule() {
+        let c = ctx(json!({
+            "step_outputs": {"s": {"output": "inner", "x": 1}, "cls": "yes", "clash": "step",
+                             "lst": [10, 20]},
+            "data": {"user": {"name": "ana"}, "clash": "data", "n": 5}
+        }));
+        assert_eq!(r(&c, "s.output.output"), &json!("inner"));
+        assert_eq!(r(&c, "s.output.x"), &json!(1));
+        assert_eq!(r(&c, "s.x"), &json!(1));
+        assert_eq!(r(&c, "cls"), &json!("yes"));
+        assert_eq!(r(&c, "cls.output"), &json!("yes"));
+        assert_eq!(r(&c, "cls.output.output"), &json!("yes"));
+        assert_eq!(r(&c, "cls.output.label"), &Value::Null);
+        assert_eq!(r(&c, "clash"), &json!("step"));
+        assert_eq!(r(&c, "user.output.name"), &json!("ana"));
+        assert_eq!(r(&c, "lst.1"), &json!(20));
+        assert_eq!(r(&c, "lst.output.0"), &json!(10));
+        assert_eq!(r(&c, "lst.5"), &Value::Null);
+        assert_eq!(r(&c, "ghost.output"), &Value::Null);
+        assert_eq!(r(&c, "n.x"), &Value::Null);
+    }
+}

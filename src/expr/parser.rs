@@ -1,0 +1,432 @@
+//! Parsing: chumsky over the repaired token stream of [`super::lexer`], with error recovery so
+//! one pass reports every syntax error. Constructs the language rejects but people write
+//! (calls, bare words, chained comparisons, `and`/`or` mixed without parentheses) are parsed
+//! on purpose and reported with their own codes instead of a generic "unexpected token".
+
+use super::ast::{CmpOp, Expr, ExprKind, Lit, LogicOp, Path};
+use super::lexer::{Tok, unescape};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::source::Span;
+use chumsky::error::{Rich, RichPattern, RichReason};
+use chumsky::extra;
+use chumsky::input::{Input as _, ValueInput};
+use chumsky::inspector::TruncateState;
+use chumsky::prelude::*;
+
+type Extra<'t, 's> = extra::Full<Rich<'t, Tok<'s>, SimpleSpan>, TruncateState<Diagnostic>, ()>;
+
+fn push(state: &mut TruncateState<Diagnostic>, d: Diagnostic) {
+    state.push(d);
+}
+
+fn sp(s: SimpleSpan) -> Span {
+    Span::new(s.start, s.end)
+}
+
+/// Parse a lexed, limit-checked token stream. `src` is the condition text (for help texts).
+pub fn parse(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagnostic>) {
+    let eoi = SimpleSpan::from(src.len()..src.len());
+    let tokens: Vec<(Tok<'_>, SimpleSpan)> = tokens
+        .iter()
+        .map(|(t, s)| (*t, SimpleSpan::from(s.range())))
+        .collect();
+    let input = tokens.as_slice().split_token_span(eoi);
+    let mut state = TruncateState::from(Vec::new());
+    let (out, errs) = parser(src)
+        .parse_with_state(input, &mut state)
+        .into_output_errors();
+    let mut diags: Vec<Diagnostic> = state.0;
+    diags.extend(errs.into_iter().map(|e| rich_to_diag(&e)));
+    (out, diags)
+}
+
+fn parser<'t, 's: 't, 'src: 't, I>(
+    src: &'src str,
+) -> impl Parser<'t, I, Expr, Extra<'t, 's>> + Clone
+where
+    I: ValueInput<'t, Token = Tok<'s>, Span = SimpleSpan>,
+{
+    recursive(move |expr| {
+        // Everything between a call's parentheses, balanced (the lexer balanced them).
+        let tt = recursive(|tt| {
+            choice((
+                tt.repeated()
+                    .delimited_by(just(Tok::LParen), just(Tok::RParen))
+                    .ignored(),
+                none_of([Tok::LParen, Tok::RParen]).ignored(),
+            ))
+        });
+        let call_args = tt
+            .repeated()
+            .delimited_by(just(Tok::LParen), just(Tok::RParen))
+            .map_with(|(), e| sp(e.span()));
+
+        let literal = select! {
+            Tok::Int(s) => Lit::Int(s.parse().unwrap_or_default()),
+            Tok::Float(s) => Lit::Float(s.parse().unwrap_or_default()),
+            Tok::Str(s) => Lit::Str(unescape(s)),
+            Tok::True => Lit::Bool(true),
+            Tok::False => Lit::Bool(false),
+            Tok::None => Lit::Null,
+        }
+        .map_with(|l, e| Expr::new(ExprKind::Lit(l), sp(e.span())));
+
+        let var = select! { Tok::Var(v) => v }
+            .map_with(|v, e| (v, sp(e.span())))
+            .then(call_args.clone().or_not())
+            .map_with(|((v, vspan), call), e| match call {
+                None => Expr::new(ExprKind::Var(Path::parse(v)), vspan),
+                Some(args) => {
+                    let method = v.rsplit_once('.').map(|(_, m)| m);
+                    let d = Diagnostic::new(
+                        Code::CallSyntax,
+                        args,
+                        match method {
+                            Some(m) => format!("method call `.{m}()` in a condition"),
+                            None => format!("call syntax after `${v}`"),
+                        },
+                    )
+                    .with_label("conditions cannot call anything")
+                    .with_secondary(vspan, "this value")
+                    .with_help(match method {
+                        Some(_) => "compare the value directly, e.g. `$x == 'yes'`; there are no methods",
+                        None => "remove the parentheses; there are no functions or methods",
+                    });
+                    push(e.state(), d);
+                    Expr::new(ExprKind::Error, sp(e.span()))
+                }
+            });
+
+        let word = select! { Tok::Ident(w) => w }
+            .map_with(|w, e| (w, sp(e.span())))
+            .then(call_args.or_not())
+            .map_with(|((w, wspan), call), e| {
+                let d = match call {
+                    Some(args) => Diagnostic::new(
+                        Code::CallSyntax,
+                        wspan.to(args),
+                        format!("function call `{w}(…)` in a condition"),
+                    )
+                    .with_label("conditions cannot call anything")
+                    .with_help("there are no functions; compare values directly, e.g. `$name == 'x'`"),
+                    None => Diagnostic::new(Code::BareWord, wspan, format!("bare word `{w}`"))
+                        .with_label("not a value")
+                        .with_help(format!(
+                            "a string is quoted: `'{w}'`; a variable starts with `$`: `${w}`"
+                        )),
+                };
+                push(e.state(), d);
+                Expr::new(ExprKind::Error, sp(e.span()))
+            });
+
+        let invalid = just(Tok::Invalid).map_with(|_, e| Expr::new(ExprKind::Error, sp(e.span())));
+
+        let parens = expr
+            .clone()
+            .delimited_by(just(Tok::LParen), just(Tok::RParen))
+            .map_with(|x: Expr, e| Expr::new(x.kind, sp(e.span())))
+            .recover_with(via_parser(nested_delimiters(
+                Tok::LParen,
+                Tok::RParen,
+                [],
+                |s| Expr::new(ExprKind::Error, sp(s)),
+            )));
+
+        // Error productions: a missing value (before `and`, `or`, `)` or the end) and a missing
+        // operator (two values in a row) are reported here and parsing goes on, so the errors
+        // after them are found in the same pass.
+        let missing_value = choice((
+            one_of([Tok::And, Tok::Or, Tok::RParen]).map_with(|t, e| (Some(t), sp(e.span()))),
+            end().map_with(|(), e| (None, sp(e.span()))),
+        ))
+        .rewind()
+        .map_with(|(found, span): (Option<Tok<'s>>, Span), e| {
+            let d = match found {
+                // A zero-width `)` is the one the lexer added for an unclosed `(`.
+                Some(t) if !(t == Tok::RParen && span.is_empty()) => {
+                    Diagnostic::new(Code::UnexpectedToken, span, format!("unexpected {}", describe(&t)))
+                }
+                _ => Diagnostic::new(Code::UnexpectedEnd, span, "unexpected end of condition"),
+            };
+            push(e.state(), d.with_label("expected a value here"));
+            Expr::new(ExprKind::Error, span)
+        });
+
+        let operand = choice((literal, var, word, invalid, parens, missing_value)).labelled("a value");
+
+        let missing_op = any()
+            .filter(|t: &Tok<'s>| {
+                matches!(
+                    t,
+                    Tok::Var(_) | Tok::Str(_) | Tok::Int(_) | Tok::Float(_) | Tok::True | Tok::False | Tok::None | Tok::Invalid
+                )
+            })
+            .map_with(|t, e| (t, sp(e.span())))
+            .rewind()
+            .map_with(|(t, span): (Tok<'s>, Span), e| {
+                push(
+                    e.state(),
+                    Diagnostic::new(Code::UnexpectedToken, span, format!("unexpected {}", describe(&t)))
+                        .with_label("expected an operator before this value")
+                        .with_help("two values in a row need an operator between them, e.g. `==` or `and`"),
+                );
+                (CmpOp::Eq, Span::point(span.start))
+            });
+
+        let cmp_op = choice((
+            just(Tok::Eq).to(CmpOp::Eq),
+            just(Tok::Ne).to(CmpOp::Ne),
+            just(Tok::Le).to(CmpOp::Le),
+            just(Tok::Ge).to(CmpOp::Ge),
+            just(Tok::Lt).to(CmpOp::Lt),
+            just(Tok::Gt).to(CmpOp::Gt),
+            just(Tok::In).to(CmpOp::In),
+            just(Tok::Not).then(just(Tok::In)).to(CmpOp::NotIn),
+            just(Tok::Contains).to(CmpOp::Contains),
+        ))
+        .map_with(|op, e| (op, sp(e.span())))
+        .labelled("an operator")
+        .or(missing_op);
+
+        let comparison = operand
+            .clone()
+            .then(cmp_op.then(operand).repeated().collect::<Vec<_>>())
+            .map_with(|(first, rest), e| {
+                let mut it = rest.into_iter();
+                let Some(((op, op_span), rhs)) = it.next() else { return first };
+                let span = first.span.to(rhs.span);
+                let cmp = if op_span.is_empty() {
+                    // a missing operator, already reported
+                    Expr::new(ExprKind::Error, span)
+                } else {
+                    Expr::new(ExprKind::Cmp(op, Box::new(first), Box::new(rhs)), span)
+                };
+                let extra: Vec<_> = it.collect();
+                if extra.iter().any(|((_, s), _)| s.is_empty()) {
+                    // a missing operator, already reported
+                    return Expr::new(ExprKind::Error, sp(e.span()));
+                }
+                if let Some(((op2, op2_span), _)) = extra.first() {
+                    let whole = sp(e.span());
+                    let mid = match &cmp.kind {
+                        ExprKind::Cmp(_, _, r) => src.get(r.span.range()).unwrap_or("…"),
+                        _ => "…",
+                    };
+                    push(e.state(),
+                        Diagnostic::new(
+                            Code::ChainedComparison,
+                            *op2_span,
+                            format!("comparisons do not chain: a second `{}`", op2.as_str()),
+                        )
+                        .with_secondary(whole, "this is not a range test")
+                        .with_help(format!(
+                            "join two comparisons with `and`: `… {} {mid} and {mid} {} …`",
+                            op.as_str(),
+                            op2.as_str()
+                        )),
+                    );
+                    return Expr::new(ExprKind::Error, whole);
+                }
+                cmp
+            });
+
+        let unary = just(Tok::Not)
+            .map_with(|_, e| sp(e.span()))
+            .repeated()
+            .foldr(comparison, |not_span, inner: Expr| {
+                let span = not_span.to(inner.span);
+                Expr::new(ExprKind::Not(Box::new(inner)), span)
+            });
+
+        let logic_op = choice((
+            just(Tok::And).to(LogicOp::And),
+            just(Tok::Or).to(LogicOp::Or),
+        ))
+        .map_with(|op, e| (op, sp(e.span())));
+
+        unary
+            .clone()
+            .then(logic_op.then(unary).repeated().collect::<Vec<_>>())
+            .map_with(move |(first, rest), e| {
+                let first_and = rest.iter().find(|((op, _), _)| *op == LogicOp::And);
+                let first_or = rest.iter().find(|((op, _), _)| *op == LogicOp::Or);
+                if let (Some(((_, a), _)), Some(((_, o), _))) = (first_and, first_or) {
+                    let (a, o) = (*a, *o);
+                    let mut d = Diagnostic::new(
+                        Code::MixedLogic,
+                        if a.start < o.start { o } else { a },
+                        "`and` and `or` mixed without parentheses",
+                    )
+                    .with_label("add parentheses to say which goes first")
+                    .with_secondary(if a.start < o.start { a } else { o }, "mixed with this");
+                    if rest.len() == 2 {
+                        let parts: Vec<&str> = std::iter::once(first.span)
+                            .chain(rest.iter().map(|(_, x)| x.span))
+                            .map(|s| src.get(s.range()).unwrap_or("…"))
+                            .collect();
+                        let ops: Vec<&str> = rest.iter().map(|((op, _), _)| op.as_str()).collect();
+                        if let ([x, y, z], [o1, o2]) = (parts.as_slice(), ops.as_slice()) {
+                            d = d.with_help(format!(
+                                "write `({x} {o1} {y}) {o2} {z}` or `{x} {o1} ({y} {o2} {z})`"
+                            ));
+                        }
+                    } else {
+                        d = d.with_help("group the `and`s or the `or`s in parentheses");
+                    }
+                    d = d.with_note(
+                        "the reference grouped `and`/`or` left to right with equal precedence, unlike Python; nanovm does not guess",
+                    );
+                    push(e.state(), d);
+                }
+                rest.into_iter().fold(first, |lhs, ((op, _), rhs)| {
+                    let span = lhs.span.to(rhs.span);
+                    Expr::new(ExprKind::Logic(op, Box::new(lhs), Box::new(rhs)), span)
+                })
+            })
+    })
+    .then_ignore(end())
+}
+
+fn describe(t: &Tok<'_>) -> String {
+    match t {
+        Tok::Var(_) => format!("variable `{t}`"),
+        Tok::Str(_) => format!("string {t}"),
+        Tok::Int(_) | Tok::Float(_) => format!("number `{t}`"),
+        Tok::Invalid => "an invalid value".to_owned(),
+        _ => format!("`{t}`"),
+    }
+}
+
+fn rich_to_diag(e: &Rich<'_, Tok<'_>, SimpleSpan>) -> Diagnostic {
+    let span = sp(*e.span());
+    let mut expected: Vec<String> = e
+        .expected()
+        .filter_map(|p| match p {
+            RichPattern::Token(t) => Some(format!("`{}`", &**t)),
+            RichPattern::Label(l) => Some(l.to_string()),
+            RichPattern::EndOfInput => Some("the end of the condition".to_owned()),
+            _ => None,
+        })
+        .collect();
+    expected.sort();
+    expected.dedup();
+    let expected = match expected.as_slice() {
+        [] => None,
+        [one] => Some(format!("expected {one}")),
+        [init @ .., last] => Some(format!("expected {} or {last}", init.join(", "))),
+    };
+    match (e.reason(), e.found()) {
+        (RichReason::Custom(msg), _) => Diagnostic::new(Code::UnexpectedToken, span, msg.clone()),
+        (_, None) => {
+            let d = Diagnostic::new(Code::UnexpectedEnd, span, "unexpected end of condition");
+            match expected {
+                Some(x) => d.with_label(x),
+                None => d,
+            }
+        }
+        (_, Some(Tok::Ident(w))) => {
+            let d = Diagnostic::new(Code::BareWord, span, format!("unexpected word `{w}`"));
+            let d = match expected {
+                Some(x) => d.with_label(x),
+                None => d,
+            };
+            d.with_help(format!(
+                "a string is quoted: `'{w}'`; a variable starts with `$`: `${w}`; anything else must go"
+            ))
+        }
+        (_, Some(found)) => {
+            let d = Diagnostic::new(
+                Code::UnexpectedToken,
+                span,
+                format!("unexpected {}", describe(found)),
+            );
+            let d = match expected {
+                Some(x) => d.with_label(x),
+                None => d,
+            };
+            match found {
+                Tok::Var(_) | Tok::Str(_) | Tok::Int(_) | Tok::Float(_) => d.with_help(
+                    "two values in a row need an operator between them, e.g. `==` or `and`",
+                ),
+                Tok::Comma => {
+                    d.with_help("commas only appear in calls, and conditions cannot call anything")
+                }
+                _ => d,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::expr::Limits;
+    use crate::expr::lexer::lex;
+
+    fn p(src: &str) -> (Option<Expr>, Vec<Diagnostic>) {
+        let lexed = lex(src, &Limits::default());
+        let (e, mut d) = parse(src, &lexed.tokens);
+        d.extend(lexed.diagnostics);
+        (e, d)
+    }
+
+    fn ok(src: &str) -> String {
+        let (e, d) = p(src);
+        assert!(d.is_empty(), "{src}: {d:#?}");
+        e.unwrap().to_string()
+    }
+
+    fn errs(src: &str) -> Vec<Code> {
+        let (_, d) = p(src);
+        let mut c: Vec<Code> = d.into_iter().map(|d| d.code).collect();
+        c.sort();
+        c
+    }
+
+    #[test]
+    fn precedence() {
+        assert_eq!(ok("not $a == 1 and $b == 2"), "not $a == 1 and $b == 2");
+        assert_eq!(ok("$a or $b or $c"), "$a or $b or $c");
+        assert_eq!(ok("$a or ($b and $c)"), "$a or ($b and $c)");
+        assert_eq!(ok("($a or $b) and $c"), "($a or $b) and $c");
+        assert_eq!(ok("not not $a"), "not not $a");
+        assert_eq!(ok("not ($a and $b)"), "not ($a and $b)");
+        assert_eq!(ok("$r not   in 'x'"), "$r not in 'x'");
+        assert_eq!(ok("$r contains 'x'"), "$r contains 'x'");
+        assert_eq!(ok("($a == 1) == True"), "($a == 1) == True");
+        assert_eq!(ok("$a == true"), "$a == True");
+    }
+
+    #[test]
+    fn recovery_reports_every_error() {
+        for src in [
+            "$a == and $b ==",
+            "($a ==) or ($b $c)",
+            "$a == 1 $b",
+            "not",
+            "$a == (",
+            "$a == 1 and ($b or) and $c ==",
+        ] {
+            let (_, d) = p(src);
+            eprintln!("{src}");
+            for x in &d {
+                eprintln!("   {} {:?} {} {:?}", x.code, x.span, x.message, x.label);
+            }
+        }
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(errs("$a or $b and $c"), vec![Code::MixedLogic]);
+        assert_eq!(errs("1 < $x < 10"), vec![Code::ChainedComparison]);
+        assert_eq!(errs("$x.lower() == 'a'"), vec![Code::CallSyntax]);
+        assert_eq!(errs("$text.strip () == ''"), vec![Code::CallSyntax]);
+        assert_eq!(errs("lower($name) == 'x'"), vec![Code::CallSyntax]);
+        assert_eq!(errs("$status == approved"), vec![Code::BareWord]);
+        assert_eq!(errs("$a $b"), vec![Code::UnexpectedToken]);
+        assert_eq!(errs("$a and"), vec![Code::UnexpectedEnd]);
+        assert_eq!(errs("$a = 1"), vec![Code::UnexpectedChar]);
+        assert_eq!(errs("$status == 'ok' please"), vec![Code::BareWord]);
+    }
+}

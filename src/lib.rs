@@ -1,0 +1,7 @@
+//! nanovm: check and run LLM agent workflow programs.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod diagnostics;
+pub mod expr;
+pub mod source;
