@@ -513,3 +513,117 @@ fn membership_error(item: &Type, container: &Type) -> Option<String> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::expr::{Limits, parse};
+
+    fn env() -> TypeEnv {
+        let mut env = TypeEnv::new();
+        let yes_no: BTreeSet<String> = ["yes", "no"].into_iter().map(String::from).collect();
+        env.bind(
+            "classify",
+            Binding {
+                kind: NameKind::Step,
+                ty: Type::Enum(yes_no),
+                ran: Ran::Always,
+            },
+        )
+        .bind(
+            "lookup",
+            Binding {
+                kind: NameKind::Step,
+                ty: Type::Record([("amount".to_owned(), Type::Int)].into_iter().collect()),
+                ran: Ran::Always,
+            },
+        )
+        .bind(
+            "later",
+            Binding {
+                kind: NameKind::Step,
+                ty: Type::Any,
+                ran: Ran::Never,
+            },
+        )
+        .bind(
+            "maybe",
+            Binding {
+                kind: NameKind::Step,
+                ty: Type::Int,
+                ran: Ran::Sometimes,
+            },
+        )
+        .bind(
+            "amount",
+            Binding {
+                kind: NameKind::Input,
+                ty: Type::Int,
+                ran: Ran::Always,
+            },
+        );
+        env
+    }
+
+    fn codes(src: &str, env: &TypeEnv) -> (Vec<Code>, bool) {
+        let (ast, d) = parse(src, &Limits::default());
+        assert!(d.is_empty(), "{src}: {d:?}");
+        let r = check(&ast.unwrap(), env);
+        (
+            r.diagnostics.iter().map(|d| d.code).collect(),
+            r.fully_known,
+        )
+    }
+
+    #[test]
+    fn certain_errors_and_warnings() {
+        let env = env();
+        assert_eq!(codes("$classify == 'yes'", &env), (vec![], true));
+        assert_eq!(
+            codes("$classify.output == 'Yes'", &env).0,
+            vec![Code::NotInEnum]
+        );
+        assert_eq!(
+            codes("$lookup.output.amout > 1", &env).0,
+            vec![Code::NoSuchField]
+        );
+        assert_eq!(codes("$lookup.amount > 1", &env), (vec![], true));
+        assert_eq!(codes("$amount > 'x'", &env).0, vec![Code::OperatorTypes]);
+        assert_eq!(codes("5 in 'abc5'", &env).0, vec![Code::OperatorTypes]);
+        assert_eq!(codes("None < $amount", &env).0, vec![Code::OperatorTypes]);
+        assert_eq!(
+            codes("$amount == 'x'", &env).0,
+            vec![Code::ConstantComparison]
+        );
+        assert_eq!(codes("1 == 1", &env).0, vec![Code::ConstantComparison]);
+        assert_eq!(codes("$later.output", &env).0, vec![Code::StepNeverRan]);
+        assert_eq!(
+            codes("$maybe > 1", &env),
+            (vec![Code::StepMaybeNotRan], false)
+        );
+        assert_eq!(
+            codes("$amont > 1", &env),
+            (vec![Code::PossiblyMisspelled], false)
+        );
+        assert_eq!(codes("$whatever > 1", &env), (vec![], false));
+        let mut closed = env.clone();
+        closed.closed = true;
+        assert_eq!(
+            codes("$whatever > 1", &closed).0,
+            vec![Code::UnknownVariable]
+        );
+        assert_eq!(
+            codes("$clasify.output == 'yes'", &closed).0,
+            vec![Code::UnknownStep]
+        );
+    }
+
+    #[test]
+    fn type_display() {
+        let t = Type::List(Box::new(Type::Record(
+            [("a".to_owned(), Type::Enum(["x".to_owned()].into()))].into(),
+        )));
+        assert_eq!(t.to_string(), "list<{a: \"x\"}>");
+    }
+}
