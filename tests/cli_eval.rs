@@ -1,11 +1,20 @@
 //! `nanovm eval` and `nanovm explain` end to end: output shapes and exit codes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use serde_json::Value;
 use std::process::{Command, Output};
 
 fn nanovm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nanovm")).args(args).env("NO_COLOR", "1").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_nanovm"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
 }
 
 fn context_file(name: &str, text: &str) -> String {
@@ -17,13 +26,22 @@ fn context_file(name: &str, text: &str) -> String {
 }
 
 fn json_out(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 #[test]
 fn value_and_json() {
-    let ctx = context_file("ok.json", r#"{"step_outputs":{"classify":"yes"},"data":{"amount":150}}"#);
-    let o = nanovm(&["eval", "$classify.output == 'yes' and $amount > 100", "--context", &ctx]);
+    let ctx = context_file(
+        "ok.json",
+        r#"{"step_outputs":{"classify":"yes"},"data":{"amount":150}}"#,
+    );
+    let o = nanovm(&[
+        "eval",
+        "$classify.output == 'yes' and $amount > 100",
+        "--context",
+        &ctx,
+    ]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "true");
 
@@ -40,7 +58,10 @@ fn disasm() {
     let o = nanovm(&["eval", "not $flag", "--disasm"]);
     assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("load_slot") && out.contains("not") && out.contains("return"), "{out}");
+    assert!(
+        out.contains("load_slot") && out.contains("not") && out.contains("return"),
+        "{out}"
+    );
     assert!(out.trim_end().ends_with("true"), "{out}");
 }
 
@@ -74,13 +95,21 @@ fn error_classes_and_exit_codes() {
     let o = nanovm(&["eval", "$a === 1"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("NV0101") && err.contains("write `==`"), "{err}");
+    assert!(
+        err.contains("NV0101") && err.contains("write `==`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(nanovm(&["eval"]).status.code(), Some(2));
-    assert_eq!(nanovm(&["eval", "$a", "-c", "/nonexistent/ctx.json"]).status.code(), Some(2));
+    assert_eq!(
+        nanovm(&["eval", "$a", "-c", "/nonexistent/ctx.json"])
+            .status
+            .code(),
+        Some(2)
+    );
     let bad = context_file("bad.json", r#"{"step_outputs": [1]}"#);
     let o = nanovm(&["eval", "$a", "-c", &bad]);
     assert_eq!(o.status.code(), Some(2));

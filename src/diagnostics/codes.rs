@@ -97,8 +97,8 @@ Right:   $status == 'open'";
 "Inside a string literal a backslash starts an escape. Supported: \\\\ \\' \\\" \\n \\r \\t and
 \\u{XXXX} (1 to 6 hex digits naming a Unicode scalar value).
 
-Wrong:   $path == 'C:\\temp'
-Right:   $path == 'C:\\\\temp'";
+Wrong:   $path == 'C:\\data'
+Right:   $path == 'C:\\\\data'";
 
     MalformedNumber = "NV0104", "malformed-number", Error,
         "a number written in a form the language does not accept",

@@ -26,6 +26,8 @@ pub struct JsonDiagnostic {
     pub name: &'static str,
     pub severity: Severity,
     pub message: String,
+    /// The text shown at the primary span.
+    pub label: Option<String>,
     pub pointer: Option<String>,
     pub step_id: Option<String>,
     pub span: JsonSpan,
@@ -51,6 +53,7 @@ pub fn to_json(d: &Diagnostic, source: &SourceFile) -> JsonDiagnostic {
         name: info.name,
         severity: d.severity,
         message: d.message.clone(),
+        label: d.label.clone(),
         pointer: d.pointer.clone(),
         step_id: d.step_id.clone(),
         span: json_span(source, d.span),

@@ -38,6 +38,8 @@ enum Raw<'s> {
     BadNumber(&'s str),
     #[token("-")]
     Minus,
+    #[regex(r"-[ \t\r\n]+[0-9][\w.]*")]
+    SpacedNumber(&'s str),
     #[token("==")]
     Eq,
     #[token("!=")]
@@ -199,10 +201,14 @@ const KEYWORDS: &[(&str, Tok<'static>)] = &[
 pub fn lex<'s>(src: &'s str, limits: &Limits) -> Lexed<'s> {
     let mut out = Lexed::default();
     if src.len() > limits.max_len {
+        let mut start = limits.max_len.min(src.len());
+        while !src.is_char_boundary(start) {
+            start -= 1;
+        }
         out.diagnostics.push(
             Diagnostic::new(
                 Code::TooLong,
-                Span::new(limits.max_len.min(src.len()), src.len()),
+                Span::new(start, src.len()),
                 format!(
                     "condition is {} bytes long; the limit is {}",
                     src.len(),
@@ -395,7 +401,20 @@ fn repair<'s>(raw: Raw<'s>, span: Span, diags: &mut Vec<Diagnostic>) -> Option<T
             diags.push(
                 Diagnostic::new(Code::MalformedNumber, span, "a lone `-`")
                     .with_label("a minus sign must be written directly before the digits")
-                    .with_help("write `-5`, not `- 5`; there is no arithmetic in conditions"),
+                    .with_help("negative numbers are written `-5`; there is no arithmetic or negation of values"),
+            );
+            Tok::Invalid
+        }
+        Raw::SpacedNumber(s) => {
+            let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+            diags.push(
+                Diagnostic::new(
+                    Code::MalformedNumber,
+                    span,
+                    "space between `-` and the digits",
+                )
+                .with_label("a minus sign must be written directly before the digits")
+                .with_help(format!("write `{digits}`")),
             );
             Tok::Invalid
         }
@@ -503,23 +522,43 @@ fn bad_number(s: &str, span: Span) -> Diagnostic {
         span,
         format!("malformed number `{s}`"),
     );
+    let sign = if s.starts_with('-') { "-" } else { "" };
     let digits = s.trim_start_matches('-');
+    let points = digits.matches('.').count();
+    let is_exponent = {
+        let (mantissa, exp) = digits.split_once(['e', 'E']).unwrap_or((digits, ""));
+        !exp.is_empty()
+            && mantissa
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && exp.bytes().all(|b| b.is_ascii_digit())
+    };
     if digits.starts_with('.') {
         d.with_label("a decimal needs a digit before the point")
-            .with_help(format!(
-                "write `{}0{}`",
-                if s.starts_with('-') { "-" } else { "" },
-                digits
-            ))
-    } else if digits.contains(['e', 'E'])
-        && digits.chars().next().is_some_and(|c| c.is_ascii_digit())
+            .with_help(format!("write `{sign}0{digits}`"))
+    } else if is_exponent {
+        let help = match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e18 => format!("write `{v}`"),
+            _ => "write the number out in full".to_owned(),
+        };
+        d.with_label("there is no exponent syntax").with_help(help)
+    } else if digits.starts_with("0x")
+        || digits.starts_with("0X")
+        || digits.starts_with("0b")
+        || digits.starts_with("0o")
     {
-        d.with_label("there is no exponent syntax")
-            .with_help("write the number out in full, e.g. `1000` for `1e3`")
-    } else if digits.ends_with('.') {
+        d.with_label("only decimal numbers are supported")
+            .with_help("write the number in decimal")
+    } else if digits.contains('_') {
+        d.with_label("digits cannot be grouped with `_`")
+            .with_help(format!("write `{}`", s.replace('_', "")))
+    } else if points == 1 && digits.ends_with('.') {
         d.with_label("a decimal needs a digit after the point")
             .with_help(format!("write `{s}0`"))
-    } else if digits.chars().any(|c| c.is_alphabetic() || c == '_') {
+    } else if points > 1 {
+        d.with_label("a number has at most one decimal point")
+            .with_help(format!("if this is a version or code, quote it: `'{s}'`"))
+    } else if digits.chars().any(char::is_alphabetic) {
         d.with_label("a number cannot be followed by letters")
             .with_help("units and suffixes are not part of numbers; compare the number alone")
     } else {
@@ -688,7 +727,8 @@ mod tests {
         assert_eq!(codes(r"'a\qb'"), vec![(Code::InvalidEscape, 2, 4)]);
         assert_eq!(codes("'a€' @"), vec![(Code::UnexpectedChar, 7, 8)]);
         assert_eq!(codes("€"), vec![(Code::UnexpectedChar, 0, 3)]);
-        assert_eq!(codes("$n > - 5"), vec![(Code::MalformedNumber, 5, 6)]);
+        assert_eq!(codes("$n > - 5"), vec![(Code::MalformedNumber, 5, 8)]);
+        assert_eq!(codes("$n > -$m"), vec![(Code::MalformedNumber, 5, 6)]);
         assert_eq!(
             codes("99999999999999999999"),
             vec![(Code::NumberOutOfRange, 0, 20)]

@@ -66,7 +66,13 @@ pub fn parse(src: &str, limits: &Limits) -> (Option<Expr>, Vec<Diagnostic>) {
         return (None, diags);
     }
     let (expr, parse_diags) = parser::parse(src, &lexed.tokens);
-    diags.extend(parse_diags);
+    // A token the lexer already reported (and repaired) is not reported twice.
+    let lexed_spans: Vec<Span> = diags.iter().map(|d| d.span).collect();
+    diags.extend(
+        parse_diags
+            .into_iter()
+            .filter(|d| !lexed_spans.contains(&d.span)),
+    );
     diags.sort_by_key(|d| (d.span.start, d.span.end));
     (expr, diags)
 }
@@ -204,8 +210,13 @@ pub fn runtime_diagnostic(err: &RuntimeError) -> Diagnostic {
         RuntimeError::FuelExhausted { used, span } => Diagnostic::new(
             Code::FuelExhausted,
             *span,
-            format!("fuel exhausted after {used} instructions"),
-        ),
+            format!(
+                "fuel exhausted after {used} instruction{}",
+                if *used == 1 { "" } else { "s" }
+            ),
+        )
+        .with_label("evaluation stopped here")
+        .with_help("the fuel limit is below this condition's static cost; raise it"),
         RuntimeError::Internal { pc } => Diagnostic::new(
             Code::FuelExhausted,
             Span::default(),

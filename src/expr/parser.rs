@@ -149,7 +149,7 @@ where
                 _ => Diagnostic::new(Code::UnexpectedEnd, span, "unexpected end of condition"),
             };
             push(e.state(), d.with_label("expected a value here"));
-            Expr::new(ExprKind::Error, span)
+            Expr::new(ExprKind::Error, Span::point(span.start))
         });
 
         let operand = choice((literal, var, word, invalid, parens, missing_value)).labelled("a value");
@@ -195,6 +195,10 @@ where
                 let mut it = rest.into_iter();
                 let Some(((op, op_span), rhs)) = it.next() else { return first };
                 let span = first.span.to(rhs.span);
+                if op_span.is_empty() {
+                    // a missing operator, already reported
+                    return Expr::new(ExprKind::Error, sp(e.span()));
+                }
                 let cmp = if op_span.is_empty() {
                     // a missing operator, already reported
                     Expr::new(ExprKind::Error, span)
@@ -250,7 +254,9 @@ where
             .map_with(move |(first, rest), e| {
                 let first_and = rest.iter().find(|((op, _), _)| *op == LogicOp::And);
                 let first_or = rest.iter().find(|((op, _), _)| *op == LogicOp::Or);
-                if let (Some(((_, a), _)), Some(((_, o), _))) = (first_and, first_or) {
+                let any_error = matches!(first.kind, ExprKind::Error)
+                    || rest.iter().any(|(_, x)| matches!(x.kind, ExprKind::Error));
+                if let (false, Some(((_, a), _)), Some(((_, o), _))) = (any_error, first_and, first_or) {
                     let (a, o) = (*a, *o);
                     let mut d = Diagnostic::new(
                         Code::MixedLogic,
@@ -274,7 +280,7 @@ where
                         d = d.with_help("group the `and`s or the `or`s in parentheses");
                     }
                     d = d.with_note(
-                        "the reference grouped `and`/`or` left to right with equal precedence, unlike Python; nanovm does not guess",
+                        "llm-nano-vm read `A or B and C` as `(A or B) and C`, Python as `A or (B and C)`; nanovm makes you choose",
                     );
                     push(e.state(), d);
                 }

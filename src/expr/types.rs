@@ -442,7 +442,7 @@ impl Checker<'_> {
                 )
                 .with_secondary(l.1, format!("this is `{}`", l.0.ty))
                 .with_secondary(r.1, format!("this is `{}`", r.0.ty))
-                .with_note("values of different types are never equal (`'1' != 1`); numbers compare by value (`1 == 1.0 == True`)"),
+                .with_note("values of different types are never equal (`'1' != 1`); numbers compare by value (`1 == 1.0` and `1 == True`)"),
             );
         }
     }
