@@ -19,7 +19,7 @@ use std::fmt;
 enum Raw<'s> {
     #[regex(r"\$\w+(\.\w+)*")]
     Var(&'s str),
-    #[regex(r"\$\w+(\.\w+)*(-\w+)+")]
+    #[regex(r"\$\w+(\.\w+)*-\w+([.-]\w+)*")]
     HyphenVar(&'s str),
     #[token("$")]
     Dollar,
@@ -226,14 +226,28 @@ pub fn lex<'s>(src: &'s str, limits: &Limits) -> Lexed<'s> {
     let mut open_parens: Vec<Span> = Vec::new();
     let mut not_run = 0usize;
     let mut operators = 0usize;
+    let mut last_unknown = false;
     while let Some(raw) = lexer.next() {
         let span = Span::from(lexer.span());
         let tok = match raw {
-            Ok(raw) => repair(raw, span, &mut out.diagnostics),
+            Ok(raw) => {
+                last_unknown = false;
+                repair(raw, span, &mut out.diagnostics)
+            }
             Err(()) => {
-                let ch = src.get(span.range()).unwrap_or("?");
-                out.diagnostics.push(unexpected_char(ch, span));
-                None
+                match out.diagnostics.last_mut() {
+                    // Extend a run of adjacent unknown characters into one error.
+                    Some(prev) if last_unknown && prev.span.end == span.start => {
+                        prev.span.end = span.end;
+                        let run = src.get(prev.span.range()).unwrap_or("?");
+                        prev.message = format!("unexpected characters `{}`", run.escape_debug());
+                    }
+                    _ => out
+                        .diagnostics
+                        .push(unexpected_char(src.get(span.range()).unwrap_or("?"), span)),
+                }
+                last_unknown = true;
+                continue;
             }
         };
         let Some(tok) = tok else { continue };
@@ -314,11 +328,12 @@ fn unexpected_char(ch: &str, span: Span) -> Diagnostic {
     .with_label("not part of the condition language");
     match ch {
         "." => d.with_help("paths are written `$step.output.field`; decimals as `0.5`"),
-        "@" | "#" | "%" | "^" | "*" | "+" | "/" | "[" | "]" | "{" | "}" | ";" | ":" | "?" | "~"
-        | "&" | "|" | "`" | "\\" => d.with_note(
-            "conditions compare values with == != < <= > >= in contains and combine them with and or not",
+        "[" | "]" => d.with_help("there is no indexing: write `$data.key` or `$list.0`"),
+        "{" | "}" => d.with_help("there are no object literals; compare fields one by one"),
+        "+" | "*" | "/" | "%" => d.with_help("there is no arithmetic in conditions; compute the value in a step"),
+        _ => d.with_note(
+            "conditions compare values with == != < <= > >= in contains and combine them with and, or, not",
         ),
-        _ => d,
     }
 }
 
@@ -332,15 +347,16 @@ fn repair<'s>(raw: Raw<'s>, span: Span, diags: &mut Vec<Diagnostic>) -> Option<T
                 Diagnostic::new(
                     Code::UnexpectedChar,
                     Span::new(span.start + dash, span.start + dash + 1),
-                    "names cannot contain `-`",
+                    format!("names cannot contain `-`: `{s}`"),
                 )
-                .with_secondary(span, "this would be read as one name")
+                .with_label("not allowed in a name")
                 .with_help(format!(
-                    "names are letters, digits and `_`; rename to `{}`",
+                    "names are letters, digits and `_`: name the step or key `{}`",
                     s.replace('-', "_")
-                )),
+                ))
+                .with_note("a context key that contains `-` cannot be referenced; pass it under another name"),
             );
-            Tok::Var(s.get(1..dash).unwrap_or(""))
+            Tok::Invalid
         }
         Raw::Dollar => {
             diags.push(
@@ -608,6 +624,13 @@ fn check_escapes(raw: &str, offset: usize, diags: &mut Vec<Diagnostic>) -> bool 
                 }
                 if !valid {
                     ok = false;
+                    let rest = raw.get(i + 2..).unwrap_or("");
+                    let hex4: String = rest.chars().take(4).collect();
+                    let help = if hex4.len() == 4 && hex4.chars().all(|c| c.is_ascii_hexdigit()) {
+                        format!("write `\\u{{{hex4}}}`")
+                    } else {
+                        "escapes are `\\u{XXXX}` with 1 to 6 hex digits, at most 10FFFF".to_owned()
+                    };
                     diags.push(
                         Diagnostic::new(
                             Code::InvalidEscape,
@@ -616,7 +639,8 @@ fn check_escapes(raw: &str, offset: usize, diags: &mut Vec<Diagnostic>) -> bool 
                         )
                         .with_label(
                             "expected `\\u{XXXX}` with 1 to 6 hex digits of a valid code point",
-                        ),
+                        )
+                        .with_help(help),
                     );
                 }
             }
@@ -722,6 +746,11 @@ mod tests {
         assert_eq!(codes("$n < 1e3"), vec![(Code::MalformedNumber, 5, 8)]);
         assert_eq!(codes("$w == 2kg"), vec![(Code::MalformedNumber, 6, 9)]);
         assert_eq!(codes("$my-var == 'x'"), vec![(Code::UnexpectedChar, 3, 4)]);
+        assert_eq!(
+            codes("$città-vecchia.output"),
+            vec![(Code::UnexpectedChar, 7, 8)]
+        );
+        assert_eq!(codes("@#% $a"), vec![(Code::UnexpectedChar, 0, 3)]);
         assert_eq!(codes("$a AND $b"), vec![(Code::BareWord, 3, 6)]);
         assert_eq!(codes("'abc"), vec![(Code::UnterminatedString, 0, 4)]);
         assert_eq!(codes(r"'a\qb'"), vec![(Code::InvalidEscape, 2, 4)]);

@@ -54,13 +54,13 @@ pub fn parse(src: &str, limits: &Limits) -> (Option<Expr>, Vec<Diagnostic>) {
     if lexed.tokens.is_empty() {
         if diags.is_empty() {
             diags.push(
-                Diagnostic::new(
-                    Code::EmptyCondition,
-                    Span::new(0, src.len()),
-                    "empty condition",
-                )
-                .with_label("a condition needs at least one value")
-                .with_help("write a comparison such as `$ready == True`"),
+                Diagnostic::new(Code::EmptyCondition, Span::point(0), "empty condition")
+                    .with_label(if src.is_empty() {
+                        "a condition needs at least one value"
+                    } else {
+                        "only whitespace"
+                    })
+                    .with_help("write a comparison such as `$ready == True`"),
             );
         }
         return (None, diags);
@@ -188,25 +188,27 @@ pub fn class_of(diags: &[Diagnostic]) -> Option<ErrorClass> {
 /// A run-time error as a diagnostic at its operator's span.
 pub fn runtime_diagnostic(err: &RuntimeError) -> Diagnostic {
     match err {
-        RuntimeError::Type { op, mismatch, span } => Diagnostic::new(
-            Code::RuntimeType,
-            *span,
-            format!(
-                "`{}` is not defined for ({}, {})",
-                op.as_str(),
-                mismatch.left,
-                mismatch.right
-            ),
-        )
-        .with_label(format!(
-            "a `{}` met a `{}` here",
-            mismatch.left, mismatch.right
-        ))
-        .with_help(if mismatch.left == "None" || mismatch.right == "None" {
-            "a missing value reads as `None`; test `$x != None and …` first"
-        } else {
-            "compare values of the same kind, e.g. `$code == '200'` for a string"
-        }),
+        RuntimeError::Type { op, mismatch, span } => {
+            let (l, r) = (mismatch.left, mismatch.right);
+            let d = Diagnostic::new(
+                Code::RuntimeType,
+                *span,
+                format!("`{}` is not defined for ({l}, {r})", op.as_str()),
+            );
+            let membership = matches!(op, value::CmpKind::In | value::CmpKind::NotIn);
+            let d = if membership {
+                d.with_label(format!("`{l}` in `{r}` fails at run time"))
+            } else {
+                d.with_label(format!("`{l}` and `{r}` cannot be ordered"))
+            };
+            d.with_help(if l == "null" || r == "null" {
+                "a missing value reads as `None`; test `$x != None and …` first"
+            } else if membership {
+                "`in` tests a substring of a string (both strings), an element of a list or a key of an object"
+            } else {
+                "ordering is defined between numbers, between strings and between lists; compare values of one kind"
+            })
+        }
         RuntimeError::FuelExhausted { used, span } => Diagnostic::new(
             Code::FuelExhausted,
             *span,

@@ -78,16 +78,24 @@ where
                 None => Expr::new(ExprKind::Var(Path::parse(v)), vspan),
                 Some(args) => {
                     let method = v.rsplit_once('.').map(|(_, m)| m);
+                    let (primary, value) = match method {
+                        // `.lower()`: from the dot before the method to the `)`.
+                        Some(m) => {
+                            let dot = vspan.end.saturating_sub(m.len() + 1);
+                            (Span::new(dot, args.end), Span::new(vspan.start, dot))
+                        }
+                        None => (args, vspan),
+                    };
                     let d = Diagnostic::new(
                         Code::CallSyntax,
-                        args,
+                        primary,
                         match method {
                             Some(m) => format!("method call `.{m}()` in a condition"),
                             None => format!("call syntax after `${v}`"),
                         },
                     )
                     .with_label("conditions cannot call anything")
-                    .with_secondary(vspan, "this value")
+                    .with_secondary(value, "on this value")
                     .with_help(match method {
                         Some(_) => "compare the value directly, e.g. `$x == 'yes'`; there are no methods",
                         None => "remove the parentheses; there are no functions or methods",
@@ -108,12 +116,14 @@ where
                         format!("function call `{w}(…)` in a condition"),
                     )
                     .with_label("conditions cannot call anything")
-                    .with_help("there are no functions; compare values directly, e.g. `$name == 'x'`"),
+                    .with_help(if w == "len" {
+                        "there are no functions; an empty list or string is false, so test the value itself: `$items`"
+                    } else {
+                        "there are no functions; compare values directly, e.g. `$name == 'x'`"
+                    }),
                     None => Diagnostic::new(Code::BareWord, wspan, format!("bare word `{w}`"))
                         .with_label("not a value")
-                        .with_help(format!(
-                            "a string is quoted: `'{w}'`; a variable starts with `$`: `${w}`"
-                        )),
+                        .with_help(bare_word_help(w)),
                 };
                 push(e.state(), d);
                 Expr::new(ExprKind::Error, sp(e.span()))
@@ -210,24 +220,34 @@ where
                     // a missing operator, already reported
                     return Expr::new(ExprKind::Error, sp(e.span()));
                 }
-                if let Some(((op2, op2_span), _)) = extra.first() {
+                if let Some(((op2, op2_span), rhs2)) = extra.first() {
                     let whole = sp(e.span());
-                    let mid = match &cmp.kind {
-                        ExprKind::Cmp(_, _, r) => src.get(r.span.range()).unwrap_or("…"),
-                        _ => "…",
+                    let text = |s: Span| src.get(s.range()).unwrap_or("…");
+                    let (help, first_span) = match &cmp.kind {
+                        ExprKind::Cmp(_, l, r) => (
+                            format!(
+                                "join two comparisons with `and`: `{} {} {} and {} {} {}`",
+                                text(l.span),
+                                op.as_str(),
+                                text(r.span),
+                                text(r.span),
+                                op2.as_str(),
+                                text(rhs2.span)
+                            ),
+                            cmp.span,
+                        ),
+                        _ => ("join two comparisons with `and`".to_owned(), whole),
                     };
-                    push(e.state(),
+                    push(
+                        e.state(),
                         Diagnostic::new(
                             Code::ChainedComparison,
                             *op2_span,
                             format!("comparisons do not chain: a second `{}`", op2.as_str()),
                         )
-                        .with_secondary(whole, "this is not a range test")
-                        .with_help(format!(
-                            "join two comparisons with `and`: `… {} {mid} and {mid} {} …`",
-                            op.as_str(),
-                            op2.as_str()
-                        )),
+                        .with_label("a second comparison operator")
+                        .with_secondary(first_span, "this comparison is already complete")
+                        .with_help(help),
                     );
                     return Expr::new(ExprKind::Error, whole);
                 }
@@ -293,6 +313,16 @@ where
     .then_ignore(end())
 }
 
+fn bare_word_help(w: &str) -> String {
+    match w {
+        "is" => "`is` is Python: write `==` (and `!=` for `is not`)".to_owned(),
+        "if" | "else" | "then" => {
+            "conditions are a single test; branches are the step's `then`/`otherwise`".to_owned()
+        }
+        _ => format!("a string is quoted: `'{w}'`; a variable starts with `$`: `${w}`"),
+    }
+}
+
 fn describe(t: &Tok<'_>) -> String {
     match t {
         Tok::Var(_) => format!("variable `{t}`"),
@@ -308,6 +338,8 @@ fn rich_to_diag(e: &Rich<'_, Tok<'_>, SimpleSpan>) -> Diagnostic {
     let mut expected: Vec<String> = e
         .expected()
         .filter_map(|p| match p {
+            // A `(` after a value is only ever a call, which is an error: never suggest it.
+            RichPattern::Token(t) if **t == Tok::LParen => None,
             RichPattern::Token(t) => Some(format!("`{}`", &**t)),
             RichPattern::Label(l) => Some(l.to_string()),
             RichPattern::EndOfInput => Some("the end of the condition".to_owned()),
@@ -336,9 +368,7 @@ fn rich_to_diag(e: &Rich<'_, Tok<'_>, SimpleSpan>) -> Diagnostic {
                 Some(x) => d.with_label(x),
                 None => d,
             };
-            d.with_help(format!(
-                "a string is quoted: `'{w}'`; a variable starts with `$`: `${w}`; anything else must go"
-            ))
+            d.with_help(bare_word_help(w))
         }
         (_, Some(found)) => {
             let d = Diagnostic::new(

@@ -228,7 +228,9 @@ impl Checker<'_> {
     }
 
     /// The type a `$path` reads, applying the name-resolution rule of [`super::names`].
+    /// `span` covers the `$path` token exactly, so segment spans are computed from it.
     fn path(&mut self, path: &SlotPath, span: Span) -> Type {
+        let root_span = Span::new(span.start, (span.start + 1 + path.root.len()).min(span.end));
         let Some(b) = self.env.get(&path.root) else {
             let via_output = path.segments.first().is_some_and(|s| s.is_output);
             let suggestion = self.env.suggest(&path.root);
@@ -238,26 +240,29 @@ impl Checker<'_> {
                 } else {
                     (Code::UnknownVariable, "variable")
                 };
-                let mut d = Diagnostic::new(code, span, format!("unknown {what} `{}`", path.root))
-                    .with_label(format!(
-                        "no step, output_key or declared input is named `{}`",
-                        path.root
-                    ));
-                if let Some(s) = suggestion {
-                    d = d.with_help(format!("did you mean `${s}`?"));
-                } else if !via_output {
-                    d = d.with_help("declare it in the program's `inputs`");
-                }
+                let mut d =
+                    Diagnostic::new(code, root_span, format!("unknown {what} `{}`", path.root))
+                        .with_label(format!(
+                            "no step, output_key or declared input is named `{}`",
+                            path.root
+                        ));
+                d = match suggestion {
+                    Some(s) => d.with_help(format!("did you mean `${s}`?")),
+                    None if via_output => d.with_help(
+                        "`$name.output` reads the output of the step whose `id` is `name`",
+                    ),
+                    None => d.with_help("declare it in the program's `inputs`"),
+                };
                 self.diags.push(d);
             } else if let Some(s) = suggestion {
                 self.diags.push(
                     Diagnostic::new(
                         Code::PossiblyMisspelled,
-                        span,
-                        format!("`{}` is not a known name; did you mean `{s}`?", path.root),
+                        root_span,
+                        format!("unknown name `{}`", path.root),
                     )
                     .with_label("read from the run context; `None` if it is not there")
-                    .with_help(format!("write `${s}`")),
+                    .with_help(format!("did you mean `${s}`?")),
                 );
             }
             return Type::Any;
@@ -268,10 +273,14 @@ impl Checker<'_> {
                 self.diags.push(
                     Diagnostic::new(
                         Code::StepNeverRan,
-                        span,
+                        root_span,
                         format!("step `{}` has not run on any path to this point", path.root),
                     )
-                    .with_label("always reads `None` here"),
+                    .with_label("always reads `None` here")
+                    .with_help(format!(
+                        "move this after step `{}`, or refer to a step that runs before it",
+                        path.root
+                    )),
                 );
                 return Type::Any;
             }
@@ -280,43 +289,55 @@ impl Checker<'_> {
                 self.diags.push(
                     Diagnostic::new(
                         Code::StepMaybeNotRan,
-                        span,
+                        root_span,
                         format!(
                             "step `{}` may not have run on some path to this point",
                             path.root
                         ),
                     )
-                    .with_label("reads `None` on those paths"),
+                    .with_label("reads `None` on those paths")
+                    .with_help(format!(
+                        "if that is expected, test `${} != None and …` first",
+                        path.root
+                    )),
                 );
             }
         }
         let is_step = b.kind == NameKind::Step;
         let mut ty = &b.ty;
-        let mut walked = format!("${}", path.root);
-        for seg in path.segments_after_root(is_step) {
+        // Walk every segment as written, so messages keep the user's spelling.
+        let mut offset = root_span.end;
+        let skip_first = is_step && path.segments.first().is_some_and(|s| s.is_output);
+        for (i, seg) in path.segments.iter().enumerate() {
+            let seg_span = Span::new(offset + 1, offset + 1 + seg.key.len());
+            let written = span.start..offset;
+            offset = seg_span.end;
+            if i == 0 && skip_first {
+                continue;
+            }
             match self.segment(ty, seg) {
                 SegType::Into(t) => ty = t,
                 SegType::Skip => {}
                 SegType::Unknown => return Type::Any,
                 SegType::NoField(suggest) => {
+                    let prefix = path.to_string();
+                    let prefix = prefix.get(..written.len()).unwrap_or(&prefix);
                     let mut d = Diagnostic::new(
                         Code::NoSuchField,
-                        span,
+                        seg_span,
                         format!(
-                            "`{walked}` has type `{ty}`, which has no field `{}`",
+                            "`{prefix}` has type `{ty}`, which has no field `{}`",
                             seg.key
                         ),
                     )
                     .with_label("this always reads `None`");
                     if let Some(s) = suggest {
-                        d = d.with_help(format!("did you mean `{walked}.{s}`?"));
+                        d = d.with_help(format!("did you mean `{prefix}.{s}`?"));
                     }
                     self.diags.push(d);
                     return Type::Any;
                 }
             }
-            walked.push('.');
-            walked.push_str(&seg.key);
         }
         ty.clone()
     }

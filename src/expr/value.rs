@@ -13,16 +13,16 @@ pub fn bool_ref(b: bool) -> &'static Value {
     if b { &TRUE } else { &FALSE }
 }
 
-/// The Python type name of a value, as used in run-time error messages.
+/// The type name of a value in nanovm's type vocabulary (as the checker prints types).
 pub fn type_name(v: &Value) -> &'static str {
     match v {
-        Value::Null => "None",
+        Value::Null => "null",
         Value::Bool(_) => "bool",
         Value::Number(n) if n.is_f64() => "float",
         Value::Number(_) => "int",
         Value::String(_) => "str",
         Value::Array(_) => "list",
-        Value::Object(_) => "dict",
+        Value::Object(_) => "object",
     }
 }
 
