@@ -7,13 +7,13 @@ use super::ast::{CmpOp, Expr, ExprKind, Lit, LogicOp, Path};
 use super::lexer::{Tok, unescape};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
-use chumsky::error::{Rich, RichPattern, RichReason};
+use chumsky::error::{EmptyErr, LabelError, Rich, RichPattern, RichReason};
 use chumsky::extra;
 use chumsky::input::{Input as _, ValueInput};
 use chumsky::inspector::TruncateState;
 use chumsky::prelude::*;
 
-type Extra<'t, 's> = extra::Full<Rich<'t, Tok<'s>, SimpleSpan>, TruncateState<Diagnostic>, ()>;
+type Extra<Er> = extra::Full<Er, TruncateState<Diagnostic>, ()>;
 
 fn push(state: &mut TruncateState<Diagnostic>, d: Diagnostic) {
     state.push(d);
@@ -30,21 +30,34 @@ pub fn parse(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagno
         .iter()
         .map(|(t, s)| (*t, SimpleSpan::from(s.range())))
         .collect();
-    let input = tokens.as_slice().split_token_span(eoi);
+
+    // Fast path: the same grammar with an error type that records nothing. Most conditions
+    // are valid, and chumsky's bookkeeping of expected tokens dominates a valid parse.
     let mut state = TruncateState::from(Vec::new());
-    let (out, errs) = parser(src)
-        .parse_with_state(input, &mut state)
+    let fast = parser::<_, EmptyErr>(src)
+        .parse_with_state(tokens.as_slice().split_token_span(eoi), &mut state);
+    if !fast.has_errors() && state.0.is_empty() {
+        if let Some(expr) = fast.into_output() {
+            return (Some(expr), Vec::new());
+        }
+    }
+
+    // Slow path: rich errors with what was expected, and recovery.
+    let mut state = TruncateState::from(Vec::new());
+    let (out, errs) = parser::<_, Rich<'_, Tok<'_>, SimpleSpan>>(src)
+        .parse_with_state(tokens.as_slice().split_token_span(eoi), &mut state)
         .into_output_errors();
     let mut diags: Vec<Diagnostic> = state.0;
     diags.extend(errs.into_iter().map(|e| rich_to_diag(&e)));
     (out, diags)
 }
 
-fn parser<'t, 's: 't, 'src: 't, I>(
+fn parser<'t, 's: 't, 'src: 't, I, Er>(
     src: &'src str,
-) -> impl Parser<'t, I, Expr, Extra<'t, 's>> + Clone
+) -> impl Parser<'t, I, Expr, Extra<Er>> + Clone
 where
     I: ValueInput<'t, Token = Tok<'s>, Span = SimpleSpan>,
+    Er: chumsky::error::Error<'t, I> + LabelError<'t, I, &'static str> + 't,
 {
     recursive(move |expr| {
         // Everything between a call's parentheses, balanced (the lexer balanced them).
