@@ -15,27 +15,38 @@ use chumsky::prelude::*;
 
 type Extra<Er> = extra::Full<Er, TruncateState<Diagnostic>, ()>;
 
+impl chumsky::span::Span for Span {
+    type Context = ();
+    type Offset = usize;
+
+    fn new((): (), range: std::ops::Range<usize>) -> Self {
+        Span::new(range.start, range.end)
+    }
+
+    fn context(&self) -> Self::Context {}
+
+    fn start(&self) -> usize {
+        self.start
+    }
+
+    fn end(&self) -> usize {
+        self.end
+    }
+}
+
 fn push(state: &mut TruncateState<Diagnostic>, d: Diagnostic) {
     state.push(d);
 }
 
-fn sp(s: SimpleSpan) -> Span {
-    Span::new(s.start, s.end)
-}
-
 /// Parse a lexed, limit-checked token stream. `src` is the condition text (for help texts).
 pub fn parse(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagnostic>) {
-    let eoi = SimpleSpan::from(src.len()..src.len());
-    let tokens: Vec<(Tok<'_>, SimpleSpan)> = tokens
-        .iter()
-        .map(|(t, s)| (*t, SimpleSpan::from(s.range())))
-        .collect();
+    let eoi = Span::point(src.len());
 
     // Fast path: the same grammar with an error type that records nothing. Most conditions
     // are valid, and chumsky's bookkeeping of expected tokens dominates a valid parse.
     let mut state = TruncateState::from(Vec::new());
-    let fast = parser::<_, EmptyErr>(src)
-        .parse_with_state(tokens.as_slice().split_token_span(eoi), &mut state);
+    let fast =
+        parser::<_, EmptyErr>(src).parse_with_state(tokens.split_token_span(eoi), &mut state);
     if !fast.has_errors() && state.0.is_empty() {
         if let Some(expr) = fast.into_output() {
             return (Some(expr), Vec::new());
@@ -44,8 +55,8 @@ pub fn parse(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagno
 
     // Slow path: rich errors with what was expected, and recovery.
     let mut state = TruncateState::from(Vec::new());
-    let (out, errs) = parser::<_, Rich<'_, Tok<'_>, SimpleSpan>>(src)
-        .parse_with_state(tokens.as_slice().split_token_span(eoi), &mut state)
+    let (out, errs) = parser::<_, Rich<'_, Tok<'_>, Span>>(src)
+        .parse_with_state(tokens.split_token_span(eoi), &mut state)
         .into_output_errors();
     let mut diags: Vec<Diagnostic> = state.0;
     diags.extend(errs.into_iter().map(|e| rich_to_diag(&e)));
@@ -56,7 +67,7 @@ fn parser<'t, 's: 't, 'src: 't, I, Er>(
     src: &'src str,
 ) -> impl Parser<'t, I, Expr, Extra<Er>> + Clone
 where
-    I: ValueInput<'t, Token = Tok<'s>, Span = SimpleSpan>,
+    I: ValueInput<'t, Token = Tok<'s>, Span = Span>,
     Er: chumsky::error::Error<'t, I> + LabelError<'t, I, &'static str> + 't,
 {
     recursive(move |expr| {
@@ -72,7 +83,7 @@ where
         let call_args = tt
             .repeated()
             .delimited_by(just(Tok::LParen), just(Tok::RParen))
-            .map_with(|(), e| sp(e.span()));
+            .map_with(|(), e| -> Span { e.span() });
 
         let literal = select! {
             Tok::Int(s) => Lit::Int(s.parse().unwrap_or_default()),
@@ -82,10 +93,10 @@ where
             Tok::False => Lit::Bool(false),
             Tok::None => Lit::Null,
         }
-        .map_with(|l, e| Expr::new(ExprKind::Lit(l), sp(e.span())));
+        .map_with(|l, e| Expr::new(ExprKind::Lit(l), e.span()));
 
         let var = select! { Tok::Var(v) => v }
-            .map_with(|v, e| (v, sp(e.span())))
+            .map_with(|v, e| -> (&str, Span) { (v, e.span()) })
             .then(call_args.clone().or_not())
             .map_with(|((v, vspan), call), e| match call {
                 None => Expr::new(ExprKind::Var(Path::parse(v)), vspan),
@@ -114,12 +125,12 @@ where
                         None => "remove the parentheses; there are no functions or methods",
                     });
                     push(e.state(), d);
-                    Expr::new(ExprKind::Error, sp(e.span()))
+                    Expr::new(ExprKind::Error, e.span())
                 }
             });
 
         let word = select! { Tok::Ident(w) => w }
-            .map_with(|w, e| (w, sp(e.span())))
+            .map_with(|w, e| -> (&str, Span) { (w, e.span()) })
             .then(call_args.or_not())
             .map_with(|((w, wspan), call), e| {
                 let d = match call {
@@ -139,28 +150,28 @@ where
                         .with_help(bare_word_help(w)),
                 };
                 push(e.state(), d);
-                Expr::new(ExprKind::Error, sp(e.span()))
+                Expr::new(ExprKind::Error, e.span())
             });
 
-        let invalid = just(Tok::Invalid).map_with(|_, e| Expr::new(ExprKind::Error, sp(e.span())));
+        let invalid = just(Tok::Invalid).map_with(|_, e| Expr::new(ExprKind::Error, e.span()));
 
         let parens = expr
             .clone()
             .delimited_by(just(Tok::LParen), just(Tok::RParen))
-            .map_with(|x: Expr, e| Expr::new(x.kind, sp(e.span())))
+            .map_with(|x: Expr, e| Expr::new(x.kind, e.span()))
             .recover_with(via_parser(nested_delimiters(
                 Tok::LParen,
                 Tok::RParen,
                 [],
-                |s| Expr::new(ExprKind::Error, sp(s)),
+                |s| Expr::new(ExprKind::Error, s),
             )));
 
         // Error productions: a missing value (before `and`, `or`, `)` or the end) and a missing
         // operator (two values in a row) are reported here and parsing goes on, so the errors
         // after them are found in the same pass.
         let missing_value = choice((
-            one_of([Tok::And, Tok::Or, Tok::RParen]).map_with(|t, e| (Some(t), sp(e.span()))),
-            end().map_with(|(), e| (None, sp(e.span()))),
+            one_of([Tok::And, Tok::Or, Tok::RParen]).map_with(|t, e| (Some(t), e.span())),
+            end().map_with(|(), e| (None, e.span())),
         ))
         .rewind()
         .map_with(|(found, span): (Option<Tok<'s>>, Span), e| {
@@ -184,7 +195,7 @@ where
                     Tok::Var(_) | Tok::Str(_) | Tok::Int(_) | Tok::Float(_) | Tok::True | Tok::False | Tok::None | Tok::Invalid
                 )
             })
-            .map_with(|t, e| (t, sp(e.span())))
+            .map_with(|t, e| (t, e.span()))
             .rewind()
             .map_with(|(t, span): (Tok<'s>, Span), e| {
                 push(
@@ -207,7 +218,7 @@ where
             just(Tok::Not).then(just(Tok::In)).to(CmpOp::NotIn),
             just(Tok::Contains).to(CmpOp::Contains),
         ))
-        .map_with(|op, e| (op, sp(e.span())))
+        .map_with(|op, e| (op, e.span()))
         .labelled("an operator")
         .or(missing_op);
 
@@ -217,24 +228,19 @@ where
             .map_with(|(first, rest), e| {
                 let mut it = rest.into_iter();
                 let Some(((op, op_span), rhs)) = it.next() else { return first };
-                let span = first.span.to(rhs.span);
                 if op_span.is_empty() {
                     // a missing operator, already reported
-                    return Expr::new(ExprKind::Error, sp(e.span()));
+                    return Expr::new(ExprKind::Error, e.span());
                 }
-                let cmp = if op_span.is_empty() {
-                    // a missing operator, already reported
-                    Expr::new(ExprKind::Error, span)
-                } else {
-                    Expr::new(ExprKind::Cmp(op, Box::new(first), Box::new(rhs)), span)
-                };
+                let span = first.span.to(rhs.span);
+                let cmp = Expr::new(ExprKind::Cmp(op, Box::new(first), Box::new(rhs)), span);
                 let extra: Vec<_> = it.collect();
                 if extra.iter().any(|((_, s), _)| s.is_empty()) {
                     // a missing operator, already reported
-                    return Expr::new(ExprKind::Error, sp(e.span()));
+                    return Expr::new(ExprKind::Error, e.span());
                 }
                 if let Some(((op2, op2_span), rhs2)) = extra.first() {
-                    let whole = sp(e.span());
+                    let whole = e.span();
                     let text = |s: Span| src.get(s.range()).unwrap_or("…");
                     let (help, first_span) = match &cmp.kind {
                         ExprKind::Cmp(_, l, r) => (
@@ -268,9 +274,9 @@ where
             });
 
         let unary = just(Tok::Not)
-            .map_with(|_, e| sp(e.span()))
+            .map_with(|_, e| e.span())
             .repeated()
-            .foldr(comparison, |not_span, inner: Expr| {
+            .foldr(comparison, |not_span: Span, inner: Expr| {
                 let span = not_span.to(inner.span);
                 Expr::new(ExprKind::Not(Box::new(inner)), span)
             });
@@ -279,51 +285,95 @@ where
             just(Tok::And).to(LogicOp::And),
             just(Tok::Or).to(LogicOp::Or),
         ))
-        .map_with(|op, e| (op, sp(e.span())));
+        .map_with(|op, e| (op, e.span()));
 
         unary
             .clone()
-            .then(logic_op.then(unary).repeated().collect::<Vec<_>>())
-            .map_with(move |(first, rest), e| {
-                let first_and = rest.iter().find(|((op, _), _)| *op == LogicOp::And);
-                let first_or = rest.iter().find(|((op, _), _)| *op == LogicOp::Or);
-                let any_error = matches!(first.kind, ExprKind::Error)
-                    || rest.iter().any(|(_, x)| matches!(x.kind, ExprKind::Error));
-                if let (false, Some(((_, a), _)), Some(((_, o), _))) = (any_error, first_and, first_or) {
-                    let (a, o) = (*a, *o);
-                    let mut d = Diagnostic::new(
-                        Code::MixedLogic,
-                        if a.start < o.start { o } else { a },
-                        "`and` and `or` mixed without parentheses",
-                    )
-                    .with_label("add parentheses to say which goes first")
-                    .with_secondary(if a.start < o.start { a } else { o }, "mixed with this");
-                    if rest.len() == 2 {
-                        let parts: Vec<&str> = std::iter::once(first.span)
-                            .chain(rest.iter().map(|(_, x)| x.span))
-                            .map(|s| src.get(s.range()).unwrap_or("…"))
-                            .collect();
-                        let ops: Vec<&str> = rest.iter().map(|((op, _), _)| op.as_str()).collect();
-                        if let ([x, y, z], [o1, o2]) = (parts.as_slice(), ops.as_slice()) {
-                            d = d.with_help(format!(
-                                "write `({x} {o1} {y}) {o2} {z}` or `{x} {o1} ({y} {o2} {z})`"
-                            ));
-                        }
-                    } else {
-                        d = d.with_help("group the `and`s or the `or`s in parentheses");
-                    }
-                    d = d.with_note(
-                        "llm-nano-vm read `A or B and C` as `(A or B) and C`, Python as `A or (B and C)`; nanovm makes you choose",
-                    );
+            .map(Chain::start)
+            .foldl(logic_op.then(unary).repeated(), Chain::push)
+            .map_with(move |chain: Chain, e| {
+                if let Some(d) = chain.mixed(src) {
                     push(e.state(), d);
                 }
-                rest.into_iter().fold(first, |lhs, ((op, _), rhs)| {
-                    let span = lhs.span.to(rhs.span);
-                    Expr::new(ExprKind::Logic(op, Box::new(lhs), Box::new(rhs)), span)
-                })
+                chain.expr
             })
     })
     .then_ignore(end())
+}
+
+/// An `and`/`or` chain folded left to right, remembering what the mixing check needs.
+struct Chain {
+    expr: Expr,
+    first_and: Option<Span>,
+    first_or: Option<Span>,
+    any_error: bool,
+    /// Spans of the first three items and ops, for the suggested groupings.
+    items: [Span; 3],
+    ops: [LogicOp; 2],
+    len: usize,
+}
+
+impl Chain {
+    fn start(expr: Expr) -> Chain {
+        Chain {
+            any_error: matches!(expr.kind, ExprKind::Error),
+            items: [expr.span, Span::default(), Span::default()],
+            expr,
+            first_and: None,
+            first_or: None,
+            ops: [LogicOp::And, LogicOp::And],
+            len: 1,
+        }
+    }
+
+    fn push(mut self, ((op, op_span), rhs): ((LogicOp, Span), Expr)) -> Chain {
+        let first = match op {
+            LogicOp::And => &mut self.first_and,
+            LogicOp::Or => &mut self.first_or,
+        };
+        first.get_or_insert(op_span);
+        self.any_error |= matches!(rhs.kind, ExprKind::Error);
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = rhs.span;
+        }
+        if let Some(slot) = self.ops.get_mut(self.len - 1) {
+            *slot = op;
+        }
+        self.len += 1;
+        let span = self.expr.span.to(rhs.span);
+        self.expr = Expr::new(
+            ExprKind::Logic(op, Box::new(self.expr), Box::new(rhs)),
+            span,
+        );
+        self
+    }
+
+    /// The mixed `and`/`or` diagnostic, if the chain mixes them.
+    fn mixed(&self, src: &str) -> Option<Diagnostic> {
+        let (Some(a), Some(o), false) = (self.first_and, self.first_or, self.any_error) else {
+            return None;
+        };
+        let (first, second) = if a.start < o.start { (a, o) } else { (o, a) };
+        let d = Diagnostic::new(
+            Code::MixedLogic,
+            second,
+            "`and` and `or` mixed without parentheses",
+        )
+        .with_label("add parentheses to say which goes first")
+        .with_secondary(first, "mixed with this");
+        let d = if self.len == 3 {
+            let [x, y, z] = self.items.map(|s| src.get(s.range()).unwrap_or("…"));
+            let [o1, o2] = self.ops.map(LogicOp::as_str);
+            d.with_help(format!(
+                "write `({x} {o1} {y}) {o2} {z}` or `{x} {o1} ({y} {o2} {z})`"
+            ))
+        } else {
+            d.with_help("group the `and`s or the `or`s in parentheses")
+        };
+        Some(d.with_note(
+            "llm-nano-vm read `A or B and C` as `(A or B) and C`, Python as `A or (B and C)`; nanovm makes you choose",
+        ))
+    }
 }
 
 fn bare_word_help(w: &str) -> String {
@@ -346,8 +396,8 @@ fn describe(t: &Tok<'_>) -> String {
     }
 }
 
-fn rich_to_diag(e: &Rich<'_, Tok<'_>, SimpleSpan>) -> Diagnostic {
-    let span = sp(*e.span());
+fn rich_to_diag(e: &Rich<'_, Tok<'_>, Span>) -> Diagnostic {
+    let span = *e.span();
     let mut expected: Vec<String> = e
         .expected()
         .filter_map(|p| match p {
