@@ -87,6 +87,22 @@ impl CmpOp {
         }
     }
 
+    /// The VM comparison and whether the operands swap (`A contains B` is `B in A`).
+    pub fn kind(self) -> (crate::expr::value::CmpKind, bool) {
+        use crate::expr::value::CmpKind;
+        match self {
+            CmpOp::Eq => (CmpKind::Eq, false),
+            CmpOp::Ne => (CmpKind::Ne, false),
+            CmpOp::Lt => (CmpKind::Lt, false),
+            CmpOp::Le => (CmpKind::Le, false),
+            CmpOp::Gt => (CmpKind::Gt, false),
+            CmpOp::Ge => (CmpKind::Ge, false),
+            CmpOp::In => (CmpKind::In, false),
+            CmpOp::NotIn => (CmpKind::NotIn, false),
+            CmpOp::Contains => (CmpKind::In, true),
+        }
+    }
+
     pub fn is_ordering(self) -> bool {
         matches!(self, CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge)
     }

@@ -3,11 +3,10 @@
 //! forward jumps that keep the deciding value, and a `to_bool` is emitted only where a logic
 //! result is used as a value.
 
-use super::ast::{CmpOp, Expr, ExprKind, Lit, LogicOp};
+use super::ast::{Expr, ExprKind, Lit, LogicOp};
 use super::bytecode::{Chunk, Op, Verified, VerifyError, verify};
 use super::names::SlotPath;
 use super::types::lit_value;
-use super::value::CmpKind;
 use crate::source::Span;
 use serde_json::Value;
 
@@ -45,19 +44,6 @@ pub fn compile(expr: &Expr) -> Result<Verified, CompileError> {
         slots: c.slots,
         spans: c.spans,
     })?)
-}
-
-fn kind(op: CmpOp) -> CmpKind {
-    match op {
-        CmpOp::Eq => CmpKind::Eq,
-        CmpOp::Ne => CmpKind::Ne,
-        CmpOp::Lt => CmpKind::Lt,
-        CmpOp::Le => CmpKind::Le,
-        CmpOp::Gt => CmpKind::Gt,
-        CmpOp::Ge => CmpKind::Ge,
-        CmpOp::In | CmpOp::Contains => CmpKind::In,
-        CmpOp::NotIn => CmpKind::NotIn,
-    }
 }
 
 impl Compiler {
@@ -109,12 +95,8 @@ impl Compiler {
                 self.emit(Op::Not, e.span);
             }
             ExprKind::Cmp(op, l, r) => {
-                // `A contains B` is `B in A`.
-                let (lhs, rhs) = match op {
-                    CmpOp::Contains => (r, l),
-                    _ => (l, r),
-                };
-                let k = kind(*op);
+                let (k, swapped) = op.kind();
+                let (lhs, rhs) = if swapped { (r, l) } else { (l, r) };
                 match (&lhs.kind, &rhs.kind) {
                     (ExprKind::Var(p), ExprKind::Lit(lit)) => {
                         let s = self.slot(SlotPath::new(p))?;

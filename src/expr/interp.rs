@@ -1,10 +1,10 @@
 //! A plain AST interpreter: the test oracle for the compiler and the VM. It shares the value
 //! semantics ([`super::value`]) and the name rule ([`super::names`]) and nothing else.
 
-use super::ast::{CmpOp, Expr, ExprKind, LogicOp};
+use super::ast::{Expr, ExprKind, LogicOp};
 use super::names::{Scope, SlotPath, resolve};
 use super::types::lit_value;
-use super::value::{CmpKind, bool_ref, compare, truthy};
+use super::value::{bool_ref, compare, truthy};
 use super::vm::RuntimeError;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -31,17 +31,8 @@ fn value<'a, S: Scope + ?Sized>(e: &Expr, scope: &'a S) -> Result<Cow<'a, Value>
         ExprKind::Cmp(op, l, r) => {
             let lv = value(l, scope)?;
             let rv = value(r, scope)?;
-            let (k, lhs, rhs) = match op {
-                CmpOp::Eq => (CmpKind::Eq, &lv, &rv),
-                CmpOp::Ne => (CmpKind::Ne, &lv, &rv),
-                CmpOp::Lt => (CmpKind::Lt, &lv, &rv),
-                CmpOp::Le => (CmpKind::Le, &lv, &rv),
-                CmpOp::Gt => (CmpKind::Gt, &lv, &rv),
-                CmpOp::Ge => (CmpKind::Ge, &lv, &rv),
-                CmpOp::In => (CmpKind::In, &lv, &rv),
-                CmpOp::NotIn => (CmpKind::NotIn, &lv, &rv),
-                CmpOp::Contains => (CmpKind::In, &rv, &lv),
-            };
+            let (k, swapped) = op.kind();
+            let (lhs, rhs) = if swapped { (&rv, &lv) } else { (&lv, &rv) };
             let r = compare(k, lhs, rhs).map_err(|mismatch| RuntimeError::Type {
                 op: k,
                 mismatch,

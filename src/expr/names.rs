@@ -87,12 +87,16 @@ impl SlotPath {
         }
     }
 
+    /// Whether the first segment is the `output` accessor of a step root (and so names the
+    /// step's output itself rather than a key of it).
+    pub fn first_is_step_output(&self, root_is_step: bool) -> bool {
+        root_is_step && self.segments.first().is_some_and(|s| s.is_output)
+    }
+
     /// The segments that follow the root, without the `output` accessor of a step root.
     pub fn segments_after_root(&self, root_is_step: bool) -> &[Segment] {
-        match self.segments.split_first() {
-            Some((first, rest)) if root_is_step && first.is_output => rest,
-            _ => &self.segments,
-        }
+        let skip = usize::from(self.first_is_step_output(root_is_step));
+        self.segments.get(skip..).unwrap_or_default()
     }
 }
 

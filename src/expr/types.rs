@@ -307,7 +307,7 @@ impl Checker<'_> {
         let mut ty = &b.ty;
         // Walk every segment as written, so messages keep the user's spelling.
         let mut offset = root_span.end;
-        let skip_first = is_step && path.segments.first().is_some_and(|s| s.is_output);
+        let skip_first = path.first_is_step_output(is_step);
         for (i, seg) in path.segments.iter().enumerate() {
             let seg_span = Span::new(offset + 1, offset + 1 + seg.key.len());
             let written = span.start..offset;
@@ -360,11 +360,7 @@ impl Checker<'_> {
     }
 
     fn cmp(&mut self, op: CmpOp, e: &Expr, l: (&Typed<'_>, Span), r: (&Typed<'_>, Span)) {
-        // `A contains B` is `B in A`.
-        let (item, container) = match op {
-            CmpOp::Contains => (r, l),
-            _ => (l, r),
-        };
+        let (item, container) = if op.kind().1 { (r, l) } else { (l, r) };
         match op {
             CmpOp::Eq | CmpOp::Ne => self.equality(op, e, l, r),
             CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge => {
