@@ -376,6 +376,7 @@ impl Checker<'_> {
                                 r.0.ty
                             ),
                         )
+                        .with_label("fails whenever it runs")
                         .with_secondary(l.1, format!("this is `{}`", l.0.ty))
                         .with_secondary(r.1, format!("this is `{}`", r.0.ty))
                         .with_help(ordering_help(&l.0.ty, &r.0.ty)),
@@ -395,6 +396,7 @@ impl Checker<'_> {
                                 r.0.ty
                             ),
                         )
+                        .with_label("fails whenever it runs")
                         .with_secondary(container.1, why)
                         .with_help("`in` tests a substring of a string, an element of a list or a key of an object"),
                     );
@@ -457,6 +459,7 @@ impl Checker<'_> {
                         r.0.ty
                     ),
                 )
+                .with_label(format!("always {always}"))
                 .with_secondary(l.1, format!("this is `{}`", l.0.ty))
                 .with_secondary(r.1, format!("this is `{}`", r.0.ty))
                 .with_note("values of different types are never equal (`'1' != 1`); numbers compare by value (`1 == 1.0` and `1 == True`)"),
