@@ -47,10 +47,11 @@ pub fn parse(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagno
     let mut state = TruncateState::from(Vec::new());
     let fast =
         parser::<_, EmptyErr>(src).parse_with_state(tokens.split_token_span(eoi), &mut state);
-    if !fast.has_errors() && state.0.is_empty() {
-        if let Some(expr) = fast.into_output() {
-            return (Some(expr), Vec::new());
-        }
+    if !fast.has_errors()
+        && state.0.is_empty()
+        && let Some(expr) = fast.into_output()
+    {
+        return (Some(expr), Vec::new());
     }
 
     // Slow path: rich errors with what was expected, and recovery.
