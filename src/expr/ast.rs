@@ -102,10 +102,6 @@ impl CmpOp {
             CmpOp::Contains => (CmpKind::In, true),
         }
     }
-
-    pub fn is_ordering(self) -> bool {
-        matches!(self, CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,17 +143,18 @@ impl Expr {
             _ => false,
         }
     }
+}
 
-    /// Visit every variable reference, left to right.
-    pub fn for_each_var(&self, f: &mut impl FnMut(&Path, Span)) {
-        match &self.kind {
-            ExprKind::Var(p) => f(p, self.span),
-            ExprKind::Not(e) => e.for_each_var(f),
-            ExprKind::Cmp(_, l, r) | ExprKind::Logic(_, l, r) => {
-                l.for_each_var(f);
-                r.for_each_var(f);
-            }
-            ExprKind::Lit(_) | ExprKind::Error => {}
+impl Lit {
+    /// The literal as a JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Lit::Null => Value::Null,
+            Lit::Bool(b) => Value::Bool(*b),
+            Lit::Int(i) => Value::from(*i),
+            Lit::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Lit::Str(s) => Value::String(s.clone()),
         }
     }
 }

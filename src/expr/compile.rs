@@ -6,7 +6,6 @@
 use super::ast::{Expr, ExprKind, Lit, LogicOp};
 use super::bytecode::{Chunk, Op, Verified, VerifyError, verify};
 use super::names::SlotPath;
-use super::types::lit_value;
 use crate::source::Span;
 use serde_json::Value;
 
@@ -65,7 +64,7 @@ impl Compiler {
     }
 
     fn konst(&mut self, lit: &Lit) -> Result<u16, CompileError> {
-        let v = lit_value(lit);
+        let v = lit.to_value();
         // Dedupe by exact JSON identity (so 1 and 1.0 stay distinct constants).
         let i = match self.consts.iter().position(|c| *c == v) {
             Some(i) => i,

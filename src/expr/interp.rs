@@ -3,7 +3,6 @@
 
 use super::ast::{Expr, ExprKind, LogicOp};
 use super::names::{Scope, SlotPath, resolve};
-use super::types::lit_value;
 use super::value::{bool_ref, compare, truthy};
 use super::vm::RuntimeError;
 use serde_json::Value;
@@ -17,7 +16,7 @@ pub fn eval<S: Scope + ?Sized>(expr: &Expr, scope: &S) -> Result<bool, RuntimeEr
 fn value<'a, S: Scope + ?Sized>(e: &Expr, scope: &'a S) -> Result<Cow<'a, Value>, RuntimeError> {
     Ok(match &e.kind {
         ExprKind::Error => return Err(RuntimeError::Internal { pc: 0 }),
-        ExprKind::Lit(l) => Cow::Owned(lit_value(l)),
+        ExprKind::Lit(l) => Cow::Owned(l.to_value()),
         ExprKind::Var(p) => Cow::Borrowed(resolve(scope, &SlotPath::new(p))),
         ExprKind::Not(inner) => Cow::Borrowed(bool_ref(!truthy(value(inner, scope)?.as_ref()))),
         ExprKind::Logic(op, l, r) => {

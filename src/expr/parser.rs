@@ -229,35 +229,19 @@ where
             .map_with(|(first, rest), e| {
                 let mut it = rest.into_iter();
                 let Some(((op, op_span), rhs)) = it.next() else { return first };
-                if op_span.is_empty() {
-                    // a missing operator, already reported
+                // A missing operator (zero-width, already reported) makes the comparison an error.
+                if op_span.is_empty() || it.as_slice().iter().any(|((_, s), _)| s.is_empty()) {
                     return Expr::new(ExprKind::Error, e.span());
                 }
-                let span = first.span.to(rhs.span);
-                let cmp = Expr::new(ExprKind::Cmp(op, Box::new(first), Box::new(rhs)), span);
-                let extra: Vec<_> = it.collect();
-                if extra.iter().any(|((_, s), _)| s.is_empty()) {
-                    // a missing operator, already reported
-                    return Expr::new(ExprKind::Error, e.span());
-                }
-                if let Some(((op2, op2_span), rhs2)) = extra.first() {
-                    let whole = e.span();
+                if let Some(((op2, op2_span), rhs2)) = it.as_slice().first() {
                     let text = |s: Span| src.get(s.range()).unwrap_or("…");
-                    let (help, first_span) = match &cmp.kind {
-                        ExprKind::Cmp(_, l, r) => (
-                            format!(
-                                "join two comparisons with `and`: `{} {} {} and {} {} {}`",
-                                text(l.span),
-                                op.as_str(),
-                                text(r.span),
-                                text(r.span),
-                                op2.as_str(),
-                                text(rhs2.span)
-                            ),
-                            cmp.span,
-                        ),
-                        _ => ("join two comparisons with `and`".to_owned(), whole),
-                    };
+                    let (l, r) = (text(first.span), text(rhs.span));
+                    let help = format!(
+                        "join two comparisons with `and`: `{l} {} {r} and {r} {} {}`",
+                        op.as_str(),
+                        op2.as_str(),
+                        text(rhs2.span)
+                    );
                     push(
                         e.state(),
                         Diagnostic::new(
@@ -266,12 +250,13 @@ where
                             format!("comparisons do not chain: a second `{}`", op2.as_str()),
                         )
                         .with_label("a second comparison operator")
-                        .with_secondary(first_span, "this comparison is already complete")
+                        .with_secondary(first.span.to(rhs.span), "this comparison is already complete")
                         .with_help(help),
                     );
-                    return Expr::new(ExprKind::Error, whole);
+                    return Expr::new(ExprKind::Error, e.span());
                 }
-                cmp
+                let span = first.span.to(rhs.span);
+                Expr::new(ExprKind::Cmp(op, Box::new(first), Box::new(rhs)), span)
             });
 
         let unary = just(Tok::Not)

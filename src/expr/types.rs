@@ -477,19 +477,7 @@ enum SegType<'t> {
 
 fn lit_eq(a: &Lit, b: &Lit) -> bool {
     use super::value::py_eq;
-    py_eq(&lit_value(a), &lit_value(b))
-}
-
-/// The JSON value of a literal.
-pub fn lit_value(l: &Lit) -> serde_json::Value {
-    match l {
-        Lit::Null => serde_json::Value::Null,
-        Lit::Bool(b) => serde_json::Value::Bool(*b),
-        Lit::Int(i) => serde_json::Value::from(*i),
-        Lit::Float(f) => serde_json::Number::from_f64(*f)
-            .map_or(serde_json::Value::Null, serde_json::Value::Number),
-        Lit::Str(s) => serde_json::Value::String(s.clone()),
-    }
+    py_eq(&a.to_value(), &b.to_value())
 }
 
 /// Can ordering between these types succeed? `None` and objects never order; with `any`
