@@ -1,7 +1,10 @@
 //! nanovm: check and run LLM agent workflow programs.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod diagnostics;
 pub mod expr;
+pub mod json;
+pub mod program;
 pub mod source;

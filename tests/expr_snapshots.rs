@@ -371,7 +371,12 @@ fn every_code_is_covered() {
     assert_eq!(srcs.len(), cases.len(), "duplicate conditions");
 
     let seen: BTreeSet<Code> = cases.iter().flat_map(diagnose).map(|d| d.code).collect();
-    let all: BTreeSet<Code> = Code::ALL.iter().copied().collect();
+    // Condition codes (NV01xx–NV04xx); program codes are covered by tests/check_snapshots.rs.
+    let all: BTreeSet<Code> = Code::ALL
+        .iter()
+        .copied()
+        .filter(|c| !c.as_str().starts_with("NV00"))
+        .collect();
     let missing: Vec<&str> = all.difference(&seen).map(|c| c.as_str()).collect();
     assert!(missing.is_empty(), "codes without a snapshot: {missing:?}");
     assert_eq!(seen, all);

@@ -1,7 +1,10 @@
 //! The command line: thin over the library. Exit codes: 0 success, 1 the input has errors
 //! (or the condition failed at run time), 2 usage or I/O error.
 
+mod check;
 mod eval;
+
+pub use check::{GraphFormat, render_graph};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -20,6 +23,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check program files: schema, step graph, references and conditions.
+    Check(check::CheckArgs),
+    /// Draw a program's step graph (Mermaid or Graphviz DOT).
+    Graph(check::GraphArgs),
     /// Evaluate one condition against a context in the sandboxed VM.
     Eval(eval::EvalArgs),
     /// Print the long explanation of a diagnostic code (e.g. NV0110), or list every code.
@@ -70,6 +77,8 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Graph(args) => check::graph(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Explain { code } => explain(code.as_deref()),
     })

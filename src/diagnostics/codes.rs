@@ -1,7 +1,8 @@
 //! The stable diagnostic codes. A code never changes meaning once published; retired codes
 //! are not reused. `nanovm explain CODE` prints [`CodeInfo::explanation`].
 //!
-//! Ranges: `NV01xx` condition syntax, `NV02xx` condition names and types, `NV03xx` input
+//! Ranges: `NV000x` input files and JSON, `NV001x` schema, `NV002x` step graph, `NV003x`
+//! references and fields, `NV01xx` condition syntax, `NV02xx` condition names and types, `NV03xx` input
 //! limits, `NV04xx` run-time errors of conditions.
 
 use super::Severity;
@@ -77,6 +78,250 @@ impl Serialize for Code {
 }
 
 codes! {
+    JsonSyntax = "NV0001", "json-syntax", Error,
+        "the file is not strict JSON",
+"Programs are strict JSON (RFC 8259): no comments, no trailing commas, keys and strings in
+double quotes, no NaN/Infinity, no hexadecimal or `+1`/`.5` numbers, control characters in
+strings written as escapes.
+
+Wrong:   {\"steps\": [{\"id\": \"a\", \"type\": \"tool\", \"tool\": \"t\",}]}
+Right:   {\"steps\": [{\"id\": \"a\", \"type\": \"tool\", \"tool\": \"t\"}]}";
+
+    DuplicateKey = "NV0002", "duplicate-key", Error,
+        "an object has the same key twice",
+"JSON readers disagree on which of two equal keys wins (the reference keeps the last, others the
+first), so a repeated key makes the program mean different things to different tools.
+
+Wrong:   {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"x\", \"tool\": \"y\"}
+Right:   {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"y\"}";
+
+    JsonTooDeep = "NV0003", "json-too-deep", Error,
+        "arrays and objects nested deeper than the limit",
+"A document may nest arrays and objects at most 128 levels deep (configurable). Programs are
+shallow; a deeper document is rejected before it is parsed.
+
+Wrong:   {\"args\": {\"a\": [[[[[[ ... 200 levels ... ]]]]]]}}
+Right:   {\"args\": {\"a\": [1, 2]}}";
+
+    FileTooLarge = "NV0004", "file-too-large", Error,
+        "the document is larger than the limit",
+"A program file may be at most 8 MiB (configurable). Larger inputs are refused before parsing.
+
+Wrong:   nanovm check dump-100MB.json
+Right:   nanovm check program.json      (a few KiB)";
+
+    InvalidUtf8 = "NV0005", "invalid-utf8", Error,
+        "the file is not UTF-8 text",
+"JSON text must be UTF-8. The diagnostic points at the first byte that is not.
+
+Wrong:   a program saved as Latin-1 with `é` in a prompt
+Right:   the same program saved as UTF-8";
+
+    Io = "NV0006", "io-error", Error,
+        "the file cannot be read",
+"The path does not exist, is a directory, or cannot be read. `nanovm check` exits with 2.
+
+Wrong:   nanovm check programs/        (a directory)
+Right:   nanovm check programs/*.json";
+
+    TooManySteps = "NV0007", "too-many-steps", Error,
+        "more steps than the limit",
+"A program may have at most 100,000 steps, parallel sub-steps included (configurable).
+
+Wrong:   a generated program with a million steps
+Right:   split it into programs that hand over through a tool";
+
+    WrongType = "NV0010", "wrong-type", Error,
+        "a value of the wrong JSON type",
+"Every field has one JSON type and nothing is coerced: `\"5\"` is not an integer and `\"yes\"`
+is not a boolean (the reference's lax mode accepts both).
+
+Wrong:   \"max_retries\": \"5\"        \"is_terminal\": \"yes\"
+Right:   \"max_retries\": 5          \"is_terminal\": true";
+
+    UnknownField = "NV0011", "unknown-field", Error,
+        "a field the Program format does not have",
+"Unknown fields are errors (the reference silently ignores them, so a typo such as `nextstep`
+changes the control flow without a word). The help names the closest known field.
+
+Wrong:   {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"t\", \"nextstep\": \"c\"}
+Right:   {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"t\", \"next_step\": \"c\"}";
+
+    MissingField = "NV0012", "missing-field", Error,
+        "a required field is missing",
+"A program needs `steps`; a step needs `id` and `type`; an `llm` step needs `prompt`, a `tool`
+step `tool`, a `condition` step `condition` and at least one of `then`/`otherwise`, a
+`parallel` step `parallel_steps`.
+
+Wrong:   {\"id\": \"ask\", \"type\": \"llm\"}
+Right:   {\"id\": \"ask\", \"type\": \"llm\", \"prompt\": \"Summarise $doc\"}";
+
+    InvalidEnum = "NV0013", "invalid-enum-value", Error,
+        "a value outside the allowed set",
+"`type` is one of llm, tool, condition, parallel; `on_error` one of fail, skip, retry;
+`on_timeout` one of fail, fallback. Values are case-sensitive.
+
+Wrong:   \"on_error\": \"ignore\"
+Right:   \"on_error\": \"skip\"";
+
+    EmptyValue = "NV0014", "empty-value", Error,
+        "an empty string or list where a value is required",
+"Step ids, prompts, tool names, conditions and branch targets must not be empty; `steps`,
+`parallel_steps` and `allowed_outputs` need at least one element.
+
+Wrong:   \"prompt\": \"\"          \"steps\": []
+Right:   \"prompt\": \"Classify: $text\"";
+
+    NumberRange = "NV0015", "number-out-of-range", Error,
+        "a number outside its allowed range",
+"`max_steps`, `max_tokens`, `max_concurrency` and `max_stalled_steps` are positive integers,
+`max_retries` an integer from 0 to 100, `timeout_seconds` a positive finite number.
+`max_stalled_steps: 0` would stop every run after its first step.
+
+Wrong:   \"max_steps\": -1        \"max_stalled_steps\": 0
+Right:   \"max_steps\": 20        \"max_stalled_steps\": 3";
+
+    MisplacedField = "NV0016", "field-not-for-step-type", Error,
+        "a control-flow or validation field on a step type that cannot use it",
+"`then`/`otherwise` belong to condition steps, `next_step` to non-condition steps,
+`allowed_outputs` to llm steps, `parallel_steps`/`max_concurrency` to parallel steps. The
+reference ignores most of these at run time but checks some as graph edges, so the program
+means different things to its checker and its VM.
+
+Wrong:   {\"id\": \"t\", \"type\": \"tool\", \"tool\": \"x\", \"then\": \"done\"}
+Right:   {\"id\": \"t\", \"type\": \"tool\", \"tool\": \"x\", \"next_step\": \"done\"}";
+
+    IgnoredField = "NV0017", "ignored-field", Warning,
+        "a field that has no effect on this step type",
+"The field is valid in the format but the step's type never reads it (for example `prompt`
+on a tool step, `timeout_seconds` on a tool step).
+
+Wrong:   {\"id\": \"t\", \"type\": \"tool\", \"tool\": \"x\", \"prompt\": \"hi\"}
+Right:   {\"id\": \"t\", \"type\": \"tool\", \"tool\": \"x\", \"args\": {\"text\": \"hi\"}}";
+
+    SubstepType = "NV0018", "invalid-substep-type", Error,
+        "a condition or parallel step inside a parallel step",
+"Sub-steps of a parallel step run concurrently and have no control flow: only `llm` and
+`tool` sub-steps are allowed.
+
+Wrong:   {\"type\": \"parallel\", \"parallel_steps\": [{\"id\": \"c\", \"type\": \"condition\", ...}]}
+Right:   run the condition as its own step after the parallel step";
+
+    TerminalWithNext = "NV0019", "terminal-with-next-step", Error,
+        "`is_terminal` and `next_step` on one step",
+"The reference honours `next_step` when the step is a branch target and `is_terminal` when it
+is reached in sequence (Q22), so the same step behaves two ways. Say which one you mean.
+
+Wrong:   {\"id\": \"done\", ..., \"is_terminal\": true, \"next_step\": \"report\"}
+Right:   {\"id\": \"done\", ..., \"is_terminal\": true}";
+
+    DuplicateStepId = "NV0020", "duplicate-step-id", Error,
+        "two steps share an id",
+"Step ids name branch targets and step outputs, so they must be unique across the program,
+parallel sub-steps included. References go to the first step with the id.
+
+Wrong:   [{\"id\": \"a\", ...}, {\"id\": \"a\", ...}]
+Right:   [{\"id\": \"a\", ...}, {\"id\": \"a2\", ...}]";
+
+    MissingTarget = "NV0021", "missing-target", Error,
+        "`then`, `otherwise` or `next_step` names no step",
+"A jump to a step that does not exist fails the run when it is taken.
+
+Wrong:   \"then\": \"aprove\"          (step `approve` exists)
+Right:   \"then\": \"approve\"";
+
+    Unreachable = "NV0022", "unreachable-step", Error,
+        "a step that no run can execute",
+"Steps run from `steps[0]`: after a step comes its `next_step`, else the next step in the array;
+a condition jumps to `then`/`otherwise`; a step entered from a condition branch ends the run
+after it unless it has `next_step` (the branch-leaf rule). A step no path reaches is dead code,
+often a forgotten `next_step`.
+
+Wrong:   [cond(then: yes, otherwise: no), yes, no, after]     (`after` never runs)
+Right:   give `yes` and `no` a `\"next_step\": \"after\"`";
+
+    UnboundedCycle = "NV0023", "unbounded-cycle", Error,
+        "a loop with no `max_steps` to bound it",
+"A cycle in the step graph (a polling loop, a retry-by-jump) may run forever. Set `max_steps`
+on the program to bound it; the loop is then allowed (NV0024).
+
+Wrong:   poll -> check(otherwise: poll)          without max_steps
+Right:   the same with \"max_steps\": 50";
+
+    BoundedCycle = "NV0024", "bounded-cycle", Warning,
+        "a loop bounded only by `max_steps`",
+"The loop is allowed because `max_steps` stops it, but a run that hits the bound ends with
+`budget_exceeded` rather than success. Consider `max_stalled_steps` too.
+
+Wrong:   (no exit from the loop but the budget)
+Right:   poll -> check(then: done, otherwise: poll) with max_steps";
+
+    BudgetNeverFinishes = "NV0025", "max-steps-too-small", Error,
+        "`max_steps` is smaller than every path to the end",
+"Every way through the program executes more steps than `max_steps` allows, so every run
+ends with `budget_exceeded`.
+
+Wrong:   3 steps in sequence with \"max_steps\": 2
+Right:   \"max_steps\": 3";
+
+    BudgetBelowLongest = "NV0026", "max-steps-below-longest-path", Warning,
+        "`max_steps` is smaller than the longest path",
+"Some paths (the one named in the diagnostic) execute more steps than `max_steps`; runs that
+take them end with `budget_exceeded`.
+
+Wrong:   a 6-step path with \"max_steps\": 5
+Right:   \"max_steps\": 6";
+
+    OneSidedCondition = "NV0027", "one-sided-condition", Warning,
+        "a condition with only `then` or only `otherwise`",
+"When the condition takes the missing branch the run fails with `condition_no_target`.
+
+Wrong:   {\"type\": \"condition\", \"condition\": \"$ok\", \"then\": \"go\"}
+Right:   {\"type\": \"condition\", \"condition\": \"$ok\", \"then\": \"go\", \"otherwise\": \"stop\"}";
+
+    NoFailureTerminal = "NV0028", "no-failure-terminal", Note,
+        "no reachable step that ends the run reads as a failure exit",
+"A program that can only end in success has no clean way out on unusable input. A failure exit
+is an ending step whose id or `allowed_outputs` contains a word such as fail, error, reject,
+blocked, escalate or help (whole words, unlike the reference's substring match).
+
+Wrong:   [classify, reply]
+Right:   [classify, route(then: reply, otherwise: escalate_to_human)]";
+
+    SkipOnCondition = "NV0029", "skip-on-condition", Warning,
+        "`on_error: skip` on a condition step",
+"When such a condition fails at run time it is skipped and the run falls through to the next
+step in the array, ignoring both branches (Q25).
+
+Wrong:   {\"type\": \"condition\", ..., \"on_error\": \"skip\"}
+Right:   guard the value instead: \"$x != None and $x > 1\"";
+
+    OutputKeyClash = "NV0031", "output-key-clash", Error,
+        "an `output_key` equal to a step id or to another `output_key`",
+"`$name` would mean two things: conditions and interpolation resolve such a clash in opposite
+directions in the reference (Q11).
+
+Wrong:   [{\"id\": \"summary\", ...}, {\"id\": \"s2\", \"output_key\": \"summary\", ...}]
+Right:   {\"id\": \"s2\", \"output_key\": \"final_summary\", ...}";
+
+    SubstepNoEffect = "NV0032", "substep-field-no-effect", Warning,
+        "an `output_key` or `on_error` on a parallel sub-step",
+"A sub-step's `output_key` is ignored and its `on_error` too (the parent's decides), except
+for the `allowed_outputs` fallback (Q33, Q34). Read sub-step outputs as
+`$parent.output.sub_id`, or `$sub_id`.
+
+Wrong:   {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"x\", \"output_key\": \"ax\"}   (inside parallel)
+Right:   {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"x\"}";
+
+    Portability = "NV0033", "reference-portability", Note,
+        "a reference the Python reference reads differently",
+"nanovm reads `$step` as the step's output and `$step.field` as a field of it everywhere. In
+the reference's conditions, a bare `$step` is an always-true wrapper and `$step.field`
+(without `.output`) is `None` (Q9, Q12). Write `$step.output` to mean the same in both.
+
+Wrong:   \"condition\": \"$classify == 'yes'\"
+Right:   \"condition\": \"$classify.output == 'yes'\"";
+
     UnexpectedChar = "NV0101", "unexpected-character", Error,
         "a character that is not part of the condition language",
 "Every character of a condition is lexed; one that is not part of the language is an error at

@@ -3,7 +3,9 @@
 //! ([`render_text`], [`render_json`]); nothing here knows about programs or expressions.
 
 mod codes;
+pub mod render_github;
 pub mod render_json;
+pub mod render_sarif;
 pub mod render_text;
 
 pub use codes::{Code, CodeInfo};
@@ -98,6 +100,16 @@ impl Diagnostic {
 
     pub fn with_severity(mut self, severity: Severity) -> Self {
         self.severity = severity;
+        self
+    }
+
+    pub fn with_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
+    }
+
+    pub fn with_step_id(mut self, step_id: Option<&str>) -> Self {
+        self.step_id = step_id.map(str::to_owned);
         self
     }
 

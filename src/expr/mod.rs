@@ -118,7 +118,28 @@ pub struct Analysis {
 
 /// Lex, parse, type-check, compile and verify one condition.
 pub fn analyze(src: &str, env: &TypeEnv, limits: &Limits) -> Analysis {
-    let (ast, mut diagnostics) = parse(src, limits);
+    let (ast, diagnostics) = parse(src, limits);
+    finish(src, ast, diagnostics, env)
+}
+
+/// [`analyze`], with the type environment built from the parsed tree (so a caller can bind
+/// just the names the condition uses).
+pub fn analyze_with(
+    src: &str,
+    limits: &Limits,
+    env_for: impl FnOnce(&Expr) -> TypeEnv,
+) -> Analysis {
+    let (ast, diagnostics) = parse(src, limits);
+    let env = ast.as_ref().map(env_for).unwrap_or_default();
+    finish(src, ast, diagnostics, &env)
+}
+
+fn finish(
+    src: &str,
+    ast: Option<Expr>,
+    mut diagnostics: Vec<Diagnostic>,
+    env: &TypeEnv,
+) -> Analysis {
     let mut fully_known = false;
     let mut condition = None;
     if let Some(expr) = &ast {

@@ -110,6 +110,54 @@ impl std::fmt::Display for SlotPath {
     }
 }
 
+/// One `$path` inside a prompt, system text or argument string: `$` then `\w+(\.\w+)*`
+/// (word characters are Unicode letters, digits and `_`, as Python's `\w`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRef {
+    pub path: Path,
+    /// Byte range of `$path` in the text.
+    pub start: usize,
+    pub end: usize,
+}
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Every `$path` of a text, in order. The runtime interpolates exactly these.
+pub fn template_refs(text: &str) -> Vec<TemplateRef> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut base = 0;
+    while let Some(pos) = rest.find('$') {
+        let after = pos + 1;
+        let tail = rest.get(after..).unwrap_or_default();
+        let mut end = tail.find(|c: char| !is_word(c)).unwrap_or(tail.len());
+        if end == 0 {
+            base += after;
+            rest = tail;
+            continue;
+        }
+        // Further `.word` segments.
+        while let Some(next) = tail.get(end..).and_then(|t| t.strip_prefix('.')) {
+            let seg = next.find(|c: char| !is_word(c)).unwrap_or(next.len());
+            if seg == 0 {
+                break;
+            }
+            end += 1 + seg;
+        }
+        let body = tail.get(..end).unwrap_or_default();
+        out.push(TemplateRef {
+            path: Path::parse(body),
+            start: base + pos,
+            end: base + after + end,
+        });
+        base += after + end;
+        rest = tail.get(end..).unwrap_or_default();
+    }
+    out
+}
+
 /// One step of the walk over a value.
 #[derive(Debug)]
 pub enum Step<'a> {
@@ -185,5 +233,24 @@ mod tests {
         assert_eq!(r(&c, "lst.5"), &Value::Null);
         assert_eq!(r(&c, "ghost.output"), &Value::Null);
         assert_eq!(r(&c, "n.x"), &Value::Null);
+    }
+
+    #[test]
+    fn templates() {
+        let t = "Hi $user.name, $a.b. $ $$x é$città.x_1-y $9";
+        let got: Vec<(String, &str)> = template_refs(t)
+            .iter()
+            .map(|r| (r.path.to_string(), &t[r.start..r.end]))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("$user.name".to_owned(), "$user.name"),
+                ("$a.b".to_owned(), "$a.b"),
+                ("$x".to_owned(), "$x"),
+                ("$città.x_1".to_owned(), "$città.x_1"),
+                ("$9".to_owned(), "$9"),
+            ]
+        );
     }
 }

@@ -112,6 +112,9 @@ pub struct TypeEnv {
     names: HashMap<String, Binding>,
     /// When closed (a program declares `inputs`), unknown names are errors.
     pub closed: bool,
+    /// Names offered as "did you mean" suggestions, when wider than the bound names (the
+    /// program checker binds only the names a condition uses).
+    candidates: Option<std::sync::Arc<[String]>>,
 }
 
 impl TypeEnv {
@@ -128,7 +131,16 @@ impl TypeEnv {
         self.names.get(name)
     }
 
+    /// Offer these names as suggestions instead of the bound ones.
+    pub fn with_candidates(&mut self, names: std::sync::Arc<[String]>) -> &mut Self {
+        self.candidates = Some(names);
+        self
+    }
+
     fn suggest(&self, name: &str) -> Option<&str> {
+        if let Some(c) = &self.candidates {
+            return did_you_mean(name, c.iter().map(String::as_str), 2);
+        }
         let mut names: Vec<&str> = self.names.keys().map(String::as_str).collect();
         names.sort_unstable();
         did_you_mean(name, names, 2)

@@ -220,6 +220,41 @@ impl CmpKind {
 /// Apply a comparison to `lhs OP rhs`.
 #[inline]
 pub fn compare(op: CmpKind, lhs: &Value, rhs: &Value) -> Result<bool, Mismatch> {
+    // Fast paths for the shapes conditions compare most (string with string, integer with
+    // integer); they give exactly what the general rules below give.
+    match (lhs, rhs) {
+        (Value::String(a), Value::String(b)) => {
+            let (a, b) = (a.as_str(), b.as_str());
+            return Ok(match op {
+                CmpKind::Eq => a == b,
+                CmpKind::Ne => a != b,
+                CmpKind::Lt => a < b,
+                CmpKind::Le => a <= b,
+                CmpKind::Gt => a > b,
+                CmpKind::Ge => a >= b,
+                CmpKind::In => b.contains(a),
+                CmpKind::NotIn => !b.contains(a),
+            });
+        }
+        (Value::Number(a), Value::Number(b)) => {
+            if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+                match op {
+                    CmpKind::Eq => return Ok(x == y),
+                    CmpKind::Ne => return Ok(x != y),
+                    CmpKind::Lt => return Ok(x < y),
+                    CmpKind::Le => return Ok(x <= y),
+                    CmpKind::Gt => return Ok(x > y),
+                    CmpKind::Ge => return Ok(x >= y),
+                    CmpKind::In | CmpKind::NotIn => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    compare_general(op, lhs, rhs)
+}
+
+fn compare_general(op: CmpKind, lhs: &Value, rhs: &Value) -> Result<bool, Mismatch> {
     Ok(match op {
         CmpKind::Eq => py_eq(lhs, rhs),
         CmpKind::Ne => !py_eq(lhs, rhs),
@@ -237,6 +272,38 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fast_paths_match_the_general_rules() {
+        let vals = [
+            json!("a"),
+            json!(""),
+            json!("ab"),
+            json!("b"),
+            json!("é"),
+            json!(0),
+            json!(-1),
+            json!(7),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(true),
+            json!(null),
+        ];
+        for op in CmpKind::ALL {
+            for a in &vals {
+                for b in &vals {
+                    assert_eq!(
+                        compare(op, a, b),
+                        compare_general(op, a, b),
+                        "{a} {} {b}",
+                        op.as_str()
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn python_rules() {

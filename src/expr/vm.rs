@@ -4,7 +4,7 @@
 
 use super::bytecode::{Op, Verified};
 use super::names::{Scope, resolve};
-use super::value::{CmpKind, Mismatch, bool_ref, compare, truthy};
+use super::value::{CmpKind, Mismatch, NULL, bool_ref, compare, truthy};
 use crate::source::Span;
 use serde_json::Value;
 use smallvec::SmallVec;
@@ -23,7 +23,7 @@ impl<'a, S: Scope + ?Sized> Slots<'a> for FromScope<'a, S> {
     fn slot(&self, chunk: &'a Verified, index: u16) -> &'a Value {
         match chunk.chunk().slots.get(usize::from(index)) {
             Some(path) => resolve(self.0, path),
-            None => &super::value::NULL,
+            None => &NULL,
         }
     }
 }
@@ -35,10 +35,7 @@ pub struct Resolved<'a>(pub &'a [&'a Value]);
 impl<'a> Slots<'a> for Resolved<'a> {
     #[inline]
     fn slot(&self, _: &'a Verified, index: u16) -> &'a Value {
-        self.0
-            .get(usize::from(index))
-            .copied()
-            .unwrap_or(&super::value::NULL)
+        self.0.get(usize::from(index)).copied().unwrap_or(&NULL)
     }
 }
 
@@ -82,7 +79,27 @@ pub fn run<'a>(chunk: &'a Verified, slots: &impl Slots<'a>) -> Result<Outcome, R
 }
 
 /// Run with an explicit fuel limit (instructions).
+///
+/// Forward-only jumps make [`Verified::cost`] an upper bound on the instructions any run
+/// executes, so with at least that much fuel the per-instruction fuel check is compiled out.
+#[inline]
 pub fn run_with_fuel<'a>(
+    chunk: &'a Verified,
+    slots: &impl Slots<'a>,
+    fuel: u32,
+) -> Result<Outcome, RuntimeError> {
+    if fuel >= chunk.cost() {
+        exec::<false>(chunk, slots, fuel)
+    } else {
+        exec::<true>(chunk, slots, fuel)
+    }
+}
+
+/// The interpreter loop. The top of the stack lives in `top` (a register); `below` holds the
+/// rest and is touched only by expressions that need two values at once (a comparison of two
+/// non-fused operands, or a logic result compared as a value).
+#[inline]
+fn exec<'a, const METERED: bool>(
     chunk: &'a Verified,
     slots: &impl Slots<'a>,
     fuel: u32,
@@ -90,79 +107,89 @@ pub fn run_with_fuel<'a>(
     let c = chunk.chunk();
     let code = c.code.as_slice();
     let consts = c.consts.as_slice();
-    let konst = |i: u16| consts.get(usize::from(i)).unwrap_or(&super::value::NULL);
-    let mut stack: SmallVec<[&'a Value; 8]> = SmallVec::new();
-    let mut pc = 0usize;
-    let mut used = 0u32;
+    let konst = |i: u16| consts.get(usize::from(i)).unwrap_or(&NULL);
     let type_err = |op, mismatch, pc: usize| RuntimeError::Type {
         op,
         mismatch,
         span: chunk.span_of(pc),
     };
+    let mut top: &'a Value = &NULL;
+    let mut depth = 0usize;
+    let mut below: SmallVec<[&'a Value; 8]> = SmallVec::new();
+    let mut pc = 0usize;
+    let mut used = 0u32;
+    // Push a value: the old top (if any) moves below.
+    macro_rules! push {
+        ($v:expr) => {{
+            let v = $v;
+            if depth > 0 {
+                below.push(top);
+            }
+            top = v;
+            depth += 1;
+        }};
+    }
     loop {
-        if used >= fuel {
+        if METERED && used >= fuel {
             return Err(RuntimeError::FuelExhausted {
                 used,
                 span: chunk.span_of(pc),
             });
         }
         used += 1;
-        let Some(op) = code.get(pc).copied() else {
+        let Some(&op) = code.get(pc) else {
             return Err(RuntimeError::Internal { pc });
         };
-        pc += 1;
         match op {
-            Op::LoadSlot(i) => stack.push(slots.slot(chunk, i)),
-            Op::LoadConst(i) => stack.push(konst(i)),
             Op::CmpSlotConst(k, s, i) => {
-                let r = compare(k, slots.slot(chunk, s), konst(i))
-                    .map_err(|m| type_err(k, m, pc - 1))?;
-                stack.push(bool_ref(r));
-            }
-            Op::CmpConstSlot(k, i, s) => {
-                let r = compare(k, konst(i), slots.slot(chunk, s))
-                    .map_err(|m| type_err(k, m, pc - 1))?;
-                stack.push(bool_ref(r));
-            }
-            Op::Cmp(k) => {
-                let (Some(rhs), Some(lhs)) = (stack.pop(), stack.pop()) else {
-                    return Err(RuntimeError::Internal { pc: pc - 1 });
-                };
-                let r = compare(k, lhs, rhs).map_err(|m| type_err(k, m, pc - 1))?;
-                stack.push(bool_ref(r));
-            }
-            Op::Not => {
-                let Some(v) = stack.pop() else {
-                    return Err(RuntimeError::Internal { pc: pc - 1 });
-                };
-                stack.push(bool_ref(!truthy(v)));
-            }
-            Op::ToBool => {
-                let Some(v) = stack.pop() else {
-                    return Err(RuntimeError::Internal { pc: pc - 1 });
-                };
-                stack.push(bool_ref(truthy(v)));
+                let r =
+                    compare(k, slots.slot(chunk, s), konst(i)).map_err(|m| type_err(k, m, pc))?;
+                push!(bool_ref(r));
             }
             Op::JumpIfFalseOrPop(t) | Op::JumpIfTrueOrPop(t) => {
-                let Some(v) = stack.last() else {
-                    return Err(RuntimeError::Internal { pc: pc - 1 });
-                };
-                let jump_when = matches!(op, Op::JumpIfTrueOrPop(_));
-                if truthy(v) == jump_when {
+                if depth == 0 {
+                    return Err(RuntimeError::Internal { pc });
+                }
+                if truthy(top) == matches!(op, Op::JumpIfTrueOrPop(_)) {
                     pc = usize::from(t);
-                } else {
-                    stack.pop();
+                    continue;
+                }
+                depth -= 1;
+                if depth > 0 {
+                    top = below.pop().unwrap_or(&NULL);
                 }
             }
             Op::Return => {
-                let Some(v) = stack.pop() else {
-                    return Err(RuntimeError::Internal { pc: pc - 1 });
-                };
+                if depth != 1 {
+                    return Err(RuntimeError::Internal { pc });
+                }
                 return Ok(Outcome {
-                    value: truthy(v),
+                    value: truthy(top),
                     fuel_used: used,
                 });
             }
+            Op::LoadSlot(i) => push!(slots.slot(chunk, i)),
+            Op::LoadConst(i) => push!(konst(i)),
+            Op::CmpConstSlot(k, i, s) => {
+                let r =
+                    compare(k, konst(i), slots.slot(chunk, s)).map_err(|m| type_err(k, m, pc))?;
+                push!(bool_ref(r));
+            }
+            Op::Cmp(k) => {
+                let (true, Some(lhs)) = (depth >= 2, below.pop()) else {
+                    return Err(RuntimeError::Internal { pc });
+                };
+                depth -= 1;
+                let r = compare(k, lhs, top).map_err(|m| type_err(k, m, pc))?;
+                top = bool_ref(r);
+            }
+            Op::Not | Op::ToBool => {
+                if depth == 0 {
+                    return Err(RuntimeError::Internal { pc });
+                }
+                top = bool_ref(truthy(top) == (op == Op::ToBool));
+            }
         }
+        pc += 1;
     }
 }

@@ -1,0 +1,664 @@
+//! The program checker: step graph, flow, references and conditions (DESIGN §3).
+//!
+//! [`check_source`] runs the whole pipeline (JSON → Program → checks) and returns every
+//! diagnostic of the file in one pass; a [`CheckedProgram`] comes out only when there is no
+//! error, and only this module can build one.
+
+pub mod graph;
+mod refs;
+
+use crate::diagnostics::{Code, Diagnostic, did_you_mean, has_errors};
+use crate::expr::{self, Condition};
+use crate::json;
+use crate::program::{self, Program, Step, StepType};
+use crate::source::Span;
+use graph::{Entry, Graph};
+use std::collections::HashMap;
+
+pub use refs::{Part, Template};
+
+/// Input limits of one check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    pub json: json::Limits,
+    pub expr: expr::Limits,
+}
+
+/// A program that passed every check: its graph, verified conditions and parsed templates.
+#[derive(Debug, Clone)]
+pub struct CheckedProgram {
+    program: Program,
+    graph: Graph,
+    /// Per top-level step: the compiled condition of a condition step.
+    conditions: Vec<Option<Condition>>,
+}
+
+impl CheckedProgram {
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn condition(&self, index: usize) -> Option<&Condition> {
+        self.conditions.get(index).and_then(Option::as_ref)
+    }
+}
+
+/// The verdict on one file.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Every diagnostic, sorted by position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Present exactly when there is no error.
+    pub checked: Option<CheckedProgram>,
+    /// The decoded step graph, when the flow fields decoded (also for invalid programs, for
+    /// `nanovm graph`).
+    pub graph: Option<GraphView>,
+}
+
+impl Report {
+    pub fn valid(&self) -> bool {
+        !has_errors(&self.diagnostics)
+    }
+
+    pub fn count(&self, severity: crate::diagnostics::Severity) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
+    }
+}
+
+/// What `nanovm graph` draws: steps, edges and reachability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphView {
+    pub steps: Vec<ViewStep>,
+    pub edges: Vec<ViewEdge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewStep {
+    pub id: String,
+    pub kind: &'static str,
+    pub reachable: bool,
+    pub terminal: bool,
+    /// The run can end after this step.
+    pub ends: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewEdge {
+    pub from: usize,
+    pub to: usize,
+    /// `then`, `otherwise`, `next_step`, `next` (in sequence) or `on error` (a skipped
+    /// condition falls through).
+    pub label: &'static str,
+}
+
+/// Check a file's bytes: UTF-8 first, then [`check_source`].
+pub fn check_bytes(bytes: &[u8], opts: &Options) -> (Report, Option<String>) {
+    if bytes.len() > opts.json.max_bytes {
+        let d = Diagnostic::new(
+            Code::FileTooLarge,
+            Span::point(0),
+            format!(
+                "the file is {} bytes; the limit is {} bytes",
+                bytes.len(),
+                opts.json.max_bytes
+            ),
+        )
+        .with_help("programs are small; a file this large is probably not a program");
+        return (
+            Report {
+                diagnostics: vec![d],
+                checked: None,
+                graph: None,
+            },
+            Some(String::new()),
+        );
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (check_source(text, opts), None),
+        Err(e) => {
+            let at = e.valid_up_to();
+            // Show the valid prefix so the position can be rendered.
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let start = String::from_utf8_lossy(bytes.get(..at).unwrap_or_default()).len();
+            let d = Diagnostic::new(
+                Code::InvalidUtf8,
+                Span::new(start, start + 1),
+                format!("the file is not UTF-8: invalid byte at offset {at}"),
+            )
+            .with_label("not UTF-8")
+            .with_help("save the file as UTF-8");
+            (
+                Report {
+                    diagnostics: vec![d],
+                    checked: None,
+                    graph: None,
+                },
+                Some(text),
+            )
+        }
+    }
+}
+
+/// Check a program's text.
+pub fn check_source(text: &str, opts: &Options) -> Report {
+    let parsed = json::parse(text, &opts.json);
+    let mut diagnostics = parsed.diagnostics;
+    let Some(root) = parsed.root else {
+        return Report {
+            diagnostics,
+            checked: None,
+            graph: None,
+        };
+    };
+    let (program, decoded) = program::decode(&root);
+    diagnostics.extend(decoded);
+    let Some(program) = program else {
+        return Report {
+            diagnostics,
+            checked: None,
+            graph: None,
+        };
+    };
+    check_program(program, opts, diagnostics)
+}
+
+/// Check a decoded program; `diagnostics` are those found so far (decoding).
+pub fn check_program(program: Program, opts: &Options, mut diagnostics: Vec<Diagnostic>) -> Report {
+    let decoded_cleanly = !has_errors(&diagnostics);
+    let mut c = Checker {
+        p: &program,
+        opts,
+        diags: Vec::new(),
+        decoded_cleanly,
+    };
+    let (graph, view, conditions) = c.run();
+    diagnostics.append(&mut c.diags);
+    diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
+    let checked = match graph {
+        Some(graph) if !has_errors(&diagnostics) => Some(CheckedProgram {
+            program,
+            graph,
+            conditions,
+        }),
+        _ => None,
+    };
+    Report {
+        diagnostics,
+        checked,
+        graph: view,
+    }
+}
+
+struct Checker<'p> {
+    p: &'p Program,
+    opts: &'p Options,
+    diags: Vec<Diagnostic>,
+    /// No schema error: whole-program judgements (the failure-exit note) are meaningful.
+    decoded_cleanly: bool,
+}
+
+/// Every step with its top-level index (sub-steps carry their parent's).
+fn all_steps(p: &Program) -> impl Iterator<Item = (usize, &Step)> {
+    p.steps.iter().enumerate().flat_map(|(i, s)| {
+        std::iter::once((i, s)).chain(s.parallel_steps.iter().map(move |c| (i, c)))
+    })
+}
+
+impl Checker<'_> {
+    fn push(&mut self, step: &Step, field: Option<&str>, d: Diagnostic) {
+        let ptr = match field {
+            Some(f) => format!("{}/{f}", step.pointer),
+            None => step.pointer.clone(),
+        };
+        self.diags
+            .push(d.with_pointer(ptr).with_step_id(step.id_str()));
+    }
+
+    fn id_span(step: &Step) -> Span {
+        step.id.as_ref().map_or(step.span, |i| i.span)
+    }
+
+    fn run(&mut self) -> (Option<Graph>, Option<GraphView>, Vec<Option<Condition>>) {
+        let p = self.p;
+        // Ids: the first occurrence is the one references go to.
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut top: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in p.steps.iter().enumerate() {
+            if let Some(id) = &s.id {
+                top.entry(id.value.as_str()).or_insert(i);
+            }
+        }
+        let mut first_span: HashMap<&str, Span> = HashMap::new();
+        for (i, s) in all_steps(p) {
+            let Some(id) = &s.id else { continue };
+            if let Some(first) = first_span.get(id.value.as_str()) {
+                let d = Diagnostic::new(
+                    Code::DuplicateStepId,
+                    id.span,
+                    format!("duplicate step id `{}`", id.value),
+                )
+                .with_label("used again here")
+                .with_secondary(*first, "first used here")
+                .with_help("step ids must be unique; references go to the first step with this id");
+                self.push(s, Some("id"), d);
+                continue;
+            }
+            first_span.insert(&id.value, id.span);
+            ids.insert(id.value.clone(), i);
+        }
+        self.targets(&top, &ids);
+        self.output_keys(&first_span);
+        self.per_step_warnings();
+
+        let flow_ok = p.steps.iter().all(|s| s.flow_ok) && !p.steps.is_empty();
+        let mut graph = None;
+        let mut analysis = None;
+        let mut view = None;
+        if flow_ok {
+            let g = Graph::build(p, &top, ids.clone());
+            let a = g.analyze();
+            self.flow(&g, &a);
+            view = Some(self.view(&g, &a));
+            analysis = Some(a);
+            graph = Some(g);
+        }
+        let conditions = refs::check_references(self, &ids, analysis.as_ref());
+        (graph, view, conditions)
+    }
+
+    /// Missing `then`/`otherwise`/`next_step` targets.
+    fn targets(&mut self, top: &HashMap<&str, usize>, ids: &HashMap<String, usize>) {
+        let p = self.p;
+        let names: Vec<&str> = {
+            let mut v: Vec<&str> = top.keys().copied().collect();
+            v.sort_unstable();
+            v
+        };
+        for s in &p.steps {
+            for (field, t) in [
+                ("then", &s.then),
+                ("otherwise", &s.otherwise),
+                ("next_step", &s.next_step),
+            ] {
+                let Some(t) = t else { continue };
+                if top.contains_key(t.value.as_str()) {
+                    continue;
+                }
+                let mut d = Diagnostic::new(
+                    Code::MissingTarget,
+                    t.span,
+                    format!("`{field}` names no step: `{}`", t.value),
+                )
+                .with_label("no step has this id");
+                if ids.contains_key(&t.value) {
+                    d = d.with_note(format!(
+                        "`{}` is a parallel sub-step; only top-level steps can be jumped to",
+                        t.value
+                    ));
+                } else if let Some(m) = did_you_mean(&t.value, names.iter().copied(), 3) {
+                    d = d.with_help(format!("did you mean `{m}`?"));
+                }
+                self.push(s, Some(field), d);
+            }
+        }
+    }
+
+    /// `output_key` equal to a step id or to another `output_key`.
+    fn output_keys(&mut self, ids: &HashMap<&str, Span>) {
+        let p = self.p;
+        let mut keys: HashMap<&str, Span> = HashMap::new();
+        for (_, s) in all_steps(p) {
+            let Some(k) = &s.output_key else { continue };
+            if let Some(id_span) = ids.get(k.value.as_str()) {
+                let d = Diagnostic::new(
+                    Code::OutputKeyClash,
+                    k.span,
+                    format!("`output_key` `{}` is also a step id", k.value),
+                )
+                .with_label("clashes with a step id")
+                .with_secondary(*id_span, "the step with this id")
+                .with_help("`$name` would mean two things; rename the output_key");
+                self.push(s, Some("output_key"), d);
+            } else if let Some(first) = keys.get(k.value.as_str()) {
+                let d = Diagnostic::new(
+                    Code::OutputKeyClash,
+                    k.span,
+                    format!("`output_key` `{}` is used by two steps", k.value),
+                )
+                .with_label("used again here")
+                .with_secondary(*first, "first used here")
+                .with_help("the later step overwrites the earlier value; use distinct keys");
+                self.push(s, Some("output_key"), d);
+            } else {
+                keys.insert(&k.value, k.span);
+            }
+        }
+    }
+
+    fn per_step_warnings(&mut self) {
+        let p = self.p;
+        for s in &p.steps {
+            if s.step_type() != Some(StepType::Condition) {
+                continue;
+            }
+            if (s.then.is_some()) != (s.otherwise.is_some()) {
+                let (has, missing) = if s.then.is_some() {
+                    ("then", "otherwise")
+                } else {
+                    ("otherwise", "then")
+                };
+                let d = Diagnostic::new(
+                    Code::OneSidedCondition,
+                    Self::id_span(s),
+                    format!(
+                        "condition `{}` has `{has}` but no `{missing}`",
+                        s.id_str().unwrap_or("?")
+                    ),
+                )
+                .with_label(format!(
+                    "when the condition is {}, the run fails",
+                    missing == "then"
+                ))
+                .with_help(format!("add \"{missing}\": \"step_id\""));
+                self.push(s, None, d);
+            }
+            if s.on_error() == program::OnError::Skip {
+                let span = s.on_error.as_ref().map_or(s.span, |o| o.span);
+                let d = Diagnostic::new(
+                    Code::SkipOnCondition,
+                    span,
+                    "`on_error: skip` on a condition ignores both branches when it fails",
+                )
+                .with_label("a failing condition falls through to the next step (Q25)")
+                .with_help("remove it, and guard the values instead: `$x != None and $x > 1`");
+                self.push(s, Some("on_error"), d);
+            }
+        }
+    }
+
+    fn path_names(&self, path: &[graph::NodeId]) -> String {
+        path.iter()
+            .map(|n| {
+                self.p
+                    .steps
+                    .get(graph::step_of(*n))
+                    .and_then(Step::id_str)
+                    .unwrap_or("?")
+            })
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+
+    /// Unreachable steps, cycles, budgets, failure exits.
+    fn flow(&mut self, g: &Graph, a: &graph::Analysis) {
+        let p = self.p;
+        for (i, s) in p.steps.iter().enumerate() {
+            if a.step_reachable(i) {
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                Code::Unreachable,
+                Self::id_span(s),
+                format!("step `{}` is never executed", s.id_str().unwrap_or("?")),
+            )
+            .with_label("no run reaches this step");
+            if let Some(prev) = i.checked_sub(1).and_then(|j| p.steps.get(j)) {
+                let leaf = a
+                    .reachable
+                    .get(graph::node(i - 1, Entry::Branch))
+                    .copied()
+                    .unwrap_or(false)
+                    && prev.step_type() != Some(StepType::Condition)
+                    && prev.next_step.is_none()
+                    && !prev.is_terminal();
+                if leaf {
+                    d = d
+                        .with_secondary(Self::id_span(prev), "entered from a condition branch, this step ends the run")
+                        .with_note("a step entered from a condition branch ends the run after it unless it has `next_step` (the branch-leaf rule, DESIGN §3); the reference's checker assumes it falls through, its VM does not")
+                        .with_help(format!(
+                            "give `{}` a \"next_step\": \"{}\" if the run should continue here",
+                            prev.id_str().unwrap_or("?"),
+                            s.id_str().unwrap_or("?")
+                        ));
+                } else if prev.is_terminal() || prev.next_step.is_some() {
+                    d = d.with_help("the step before it ends the run or jumps elsewhere; jump here with `next_step` or a branch, or remove the step");
+                }
+            }
+            self.push(s, None, d);
+        }
+        // Cycles: one diagnostic per step holding a back edge.
+        let mut seen = Vec::new();
+        for (from, to) in &a.back_edges {
+            let (fs, ts) = (graph::step_of(*from), graph::step_of(*to));
+            if seen.contains(&fs) {
+                continue;
+            }
+            seen.push(fs);
+            let (Some(step), Some(target)) = (p.steps.get(fs), p.steps.get(ts)) else {
+                continue;
+            };
+            let (code, msg) = match &p.max_steps {
+                Some(m) => (
+                    Code::BoundedCycle,
+                    format!(
+                        "loop back to `{}`, bounded by max_steps = {}",
+                        target.id_str().unwrap_or("?"),
+                        m.value
+                    ),
+                ),
+                None => (
+                    Code::UnboundedCycle,
+                    format!(
+                        "loop back to `{}` with nothing to bound it",
+                        target.id_str().unwrap_or("?")
+                    ),
+                ),
+            };
+            let field = jump_field(step, ts);
+            let span = field
+                .and_then(|f| match f {
+                    "then" => step.then.as_ref(),
+                    "otherwise" => step.otherwise.as_ref(),
+                    _ => step.next_step.as_ref(),
+                })
+                .map_or(Self::id_span(step), |t| t.span);
+            let mut d = Diagnostic::new(code, span, msg)
+                .with_label("jumps back here")
+                .with_secondary(Self::id_span(target), "the loop starts here");
+            if code == Code::UnboundedCycle {
+                d = d.with_help("set \"max_steps\" on the program to bound the loop (and consider \"max_stalled_steps\")");
+            }
+            self.push(step, field, d);
+        }
+        // Budget.
+        if let Some(max) = &p.max_steps {
+            let over = |path: &Vec<graph::NodeId>| path.len() as u64 > max.value;
+            if let Some(short) = a.shortest.as_ref().filter(|s| over(s)) {
+                let d = Diagnostic::new(
+                    Code::BudgetNeverFinishes,
+                    max.span,
+                    format!(
+                        "max_steps = {} but the shortest way through runs {} steps",
+                        max.value,
+                        short.len()
+                    ),
+                )
+                .with_label("every run ends with budget_exceeded")
+                .with_note(format!("shortest path: {}", self.path_names(short)))
+                .with_help(format!("raise \"max_steps\" to at least {}", short.len()));
+                self.diags.push(d.with_pointer("/max_steps"));
+            } else if let Some(long) = a.longest.as_ref().filter(|l| over(l)) {
+                let d = Diagnostic::new(
+                    Code::BudgetBelowLongest,
+                    max.span,
+                    format!(
+                        "max_steps = {} but the longest path runs {} steps",
+                        max.value,
+                        long.len()
+                    ),
+                )
+                .with_label("runs on this path end with budget_exceeded")
+                .with_note(format!("longest path: {}", self.path_names(long)))
+                .with_help(format!("raise \"max_steps\" to {}", long.len()));
+                self.diags.push(d.with_pointer("/max_steps"));
+            }
+        }
+        // Failure exits (a note).
+        let has_failure_exit = (0..g.len()).any(|i| {
+            let ends = a
+                .reachable_nodes(i)
+                .any(|n| a.ends.get(n).copied().unwrap_or(false));
+            ends && p.steps.get(i).is_some_and(is_failure_exit)
+        });
+        if !has_failure_exit
+            && self.decoded_cleanly
+            && let Some(first) = p.steps.first()
+        {
+            let d = Diagnostic::new(
+                Code::NoFailureTerminal,
+                Self::id_span(first),
+                "no step that ends the run reads as a failure exit",
+            )
+            .with_label("the program starts here")
+            .with_help("add an ending step such as `escalate_to_human` or `reject` for input the program cannot handle");
+            self.push(first, None, d);
+        }
+    }
+
+    fn view(&self, g: &Graph, a: &graph::Analysis) -> GraphView {
+        let p = self.p;
+        let mut steps = Vec::with_capacity(p.steps.len());
+        let mut edges = Vec::new();
+        for (i, s) in p.steps.iter().enumerate() {
+            steps.push(ViewStep {
+                id: s.id_str().unwrap_or("?").to_owned(),
+                kind: s.step_type().map_or("?", StepType::as_str),
+                reachable: a.step_reachable(i),
+                terminal: s.is_terminal(),
+                ends: a
+                    .reachable_nodes(i)
+                    .any(|n| a.ends.get(n).copied().unwrap_or(false)),
+            });
+            let mut add = |to: Option<usize>, label: &'static str| {
+                if let Some(to) = to
+                    && !edges
+                        .iter()
+                        .any(|e: &ViewEdge| e.from == i && e.to == to && e.label == label)
+                {
+                    edges.push(ViewEdge { from: i, to, label });
+                }
+            };
+            if s.step_type() == Some(StepType::Condition) {
+                for (v, label) in [(true, "then"), (false, "otherwise")] {
+                    if let graph::Next::Step(t, _) = g.branch(i, v) {
+                        add(Some(t), label);
+                    }
+                }
+                if s.on_error() == program::OnError::Skip
+                    && let graph::Next::Step(t, _) = g.skipped_condition(i)
+                {
+                    add(Some(t), "on error");
+                }
+            } else {
+                for e in [Entry::Sequence, Entry::Branch] {
+                    if !a.reachable.get(graph::node(i, e)).copied().unwrap_or(false)
+                        && a.step_reachable(i)
+                    {
+                        continue;
+                    }
+                    if let graph::Next::Step(t, _) = g.after(i, e) {
+                        add(
+                            Some(t),
+                            if s.next_step.is_some() {
+                                "next_step"
+                            } else {
+                                "next"
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        GraphView { steps, edges }
+    }
+}
+
+/// The field of `step` that jumps to top-level step `to`.
+fn jump_field(step: &Step, _to: usize) -> Option<&'static str> {
+    if step.step_type() == Some(StepType::Condition) {
+        if step.otherwise.is_some() {
+            Some("otherwise")
+        } else {
+            Some("then")
+        }
+    } else if step.next_step.is_some() {
+        Some("next_step")
+    } else {
+        None
+    }
+}
+
+const FAILURE_WORDS: &[&str] = &[
+    "FAIL",
+    "FAILED",
+    "FAILURE",
+    "ERROR",
+    "REJECT",
+    "REJECTED",
+    "INSUFFICIENT",
+    "BLOCK",
+    "BLOCKED",
+    "ESCALATE",
+    "ESCALATED",
+    "ESCALATION",
+    "HELP",
+    "ABORT",
+    "DENY",
+    "DENIED",
+    "REFUSE",
+    "REFUSED",
+    "HUMAN",
+];
+
+/// Whether a step reads as a failure exit: a whole word of its id or of an allowed output is
+/// a failure word (words split at non-alphanumerics and lower→upper case changes).
+fn is_failure_exit(s: &Step) -> bool {
+    let mut texts: Vec<&str> = s.id_str().into_iter().collect();
+    if let Some(a) = &s.allowed_outputs {
+        texts.extend(a.value.iter().map(|v| v.value.as_str()));
+    }
+    texts
+        .iter()
+        .any(|t| words(t).any(|w| FAILURE_WORDS.contains(&w.to_uppercase().as_str())))
+}
+
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in text.chars() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase();
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out.into_iter()
+}

@@ -1,0 +1,346 @@
+//! References: every condition and every `$path` in prompts, system texts and args, typed
+//! against what the program's steps produce and whether they have run at that point.
+
+use super::graph::{Analysis, NodeId, RanCache};
+use super::{Checker, all_steps};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::expr::ast::{Expr, ExprKind, Path};
+use crate::expr::names::{SlotPath, TemplateRef, template_refs};
+use crate::expr::types::{self, Binding, NameKind, Ran, Type, TypeEnv};
+use crate::expr::{self, Condition};
+use crate::json::{Kind, Node, Str};
+use crate::program::{OnError, Step, StepType};
+use crate::source::Span;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A prompt, system text or argument string split at its `$path` references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Lit(String),
+    /// A reference and its text as written (kept verbatim when it does not resolve, Q19).
+    Ref {
+        path: SlotPath,
+        raw: String,
+    },
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Self {
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for r in template_refs(text) {
+            if r.start > at {
+                parts.push(Part::Lit(
+                    text.get(at..r.start).unwrap_or_default().to_owned(),
+                ));
+            }
+            parts.push(Part::Ref {
+                path: SlotPath::new(&r.path),
+                raw: text.get(r.start..r.end).unwrap_or_default().to_owned(),
+            });
+            at = r.end;
+        }
+        if at < text.len() || parts.is_empty() {
+            parts.push(Part::Lit(text.get(at..).unwrap_or_default().to_owned()));
+        }
+        Self { parts }
+    }
+
+    /// The reference, when the whole text is exactly one `$path` (its value is passed as is,
+    /// typed, Q17).
+    pub fn single(&self) -> Option<&SlotPath> {
+        match self.parts.as_slice() {
+            [Part::Ref { path, .. }] => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// What a step's output is, as far as the checker knows.
+fn output_type(s: &Step) -> Type {
+    if s.on_error() == OnError::Skip {
+        return Type::Any;
+    }
+    match s.step_type() {
+        Some(StepType::Llm) => match &s.allowed_outputs {
+            Some(a) => Type::Enum(a.value.iter().map(|v| v.value.clone()).collect()),
+            None => Type::Str,
+        },
+        Some(StepType::Condition) => Type::Str,
+        _ => Type::Any,
+    }
+}
+
+struct Names<'p> {
+    /// id → (top-level index, step).
+    steps: HashMap<&'p str, (usize, &'p Step)>,
+    output_keys: HashMap<&'p str, (usize, &'p Step)>,
+    inputs: Option<HashMap<&'p str, &'p Type>>,
+    candidates: Arc<[String]>,
+}
+
+struct Ctx<'a, 'p> {
+    names: &'a Names<'p>,
+    analysis: Option<&'a Analysis>,
+    cache: RanCache,
+}
+
+impl Ctx<'_, '_> {
+    fn ran(&mut self, s: usize, site: &[NodeId]) -> Ran {
+        let Some(a) = self.analysis else {
+            return Ran::Always;
+        };
+        let mut all = true;
+        let mut none = true;
+        for &x in site {
+            match a.ran_before(s, x, &mut self.cache) {
+                Some(true) => none = false,
+                Some(false) => all = false,
+                None => {
+                    all = false;
+                    none = false;
+                }
+            }
+        }
+        match (all, none) {
+            (true, _) => Ran::Always,
+            (false, true) => Ran::Never,
+            _ => Ran::Sometimes,
+        }
+    }
+
+    fn env<'r>(&mut self, roots: impl Iterator<Item = &'r str>, site: &[NodeId]) -> TypeEnv {
+        let mut env = TypeEnv::new();
+        env.with_candidates(self.names.candidates.clone());
+        env.closed = self.names.inputs.is_some();
+        for root in roots {
+            if env.get(root).is_some() {
+                continue;
+            }
+            let (kind, (index, step)) = if let Some(x) = self.names.steps.get(root) {
+                (NameKind::Step, *x)
+            } else if let Some(x) = self.names.output_keys.get(root) {
+                (NameKind::OutputKey, *x)
+            } else if let Some(ty) = self.names.inputs.as_ref().and_then(|i| i.get(root)) {
+                env.bind(
+                    root,
+                    Binding {
+                        kind: NameKind::Input,
+                        ty: (*ty).clone(),
+                        ran: Ran::Always,
+                    },
+                );
+                continue;
+            } else {
+                continue;
+            };
+            let ran = self.ran(index, site);
+            env.bind(
+                root,
+                Binding {
+                    kind,
+                    ty: output_type(step),
+                    ran,
+                },
+            );
+        }
+        env
+    }
+}
+
+fn vars<'e>(e: &'e Expr, out: &mut Vec<(&'e Path, Span)>) {
+    match &e.kind {
+        ExprKind::Var(p) => out.push((p, e.span)),
+        ExprKind::Not(x) => vars(x, out),
+        ExprKind::Cmp(_, l, r) | ExprKind::Logic(_, l, r) => {
+            vars(l, out);
+            vars(r, out);
+        }
+        ExprKind::Lit(_) | ExprKind::Error => {}
+    }
+}
+
+/// Check every reference of the program; returns the compiled condition of each top-level
+/// condition step.
+pub(super) fn check_references(
+    c: &mut Checker<'_>,
+    ids: &HashMap<String, usize>,
+    analysis: Option<&Analysis>,
+) -> Vec<Option<Condition>> {
+    let p = c.p;
+    let mut steps = HashMap::new();
+    let mut output_keys = HashMap::new();
+    for (i, s) in all_steps(p) {
+        if let Some(id) = s.id_str()
+            && ids.get(id) == Some(&i)
+        {
+            steps.entry(id).or_insert((i, s));
+        }
+        if let Some(k) = &s.output_key {
+            output_keys.entry(k.value.as_str()).or_insert((i, s));
+        }
+    }
+    let inputs: Option<HashMap<&str, &Type>> = p
+        .inputs
+        .as_ref()
+        .map(|is| is.iter().map(|i| (i.name.value.as_str(), &i.ty)).collect());
+    let mut candidates: Vec<String> = steps.keys().map(|k| (*k).to_owned()).collect();
+    candidates.extend(output_keys.keys().map(|k| (*k).to_owned()));
+    if let Some(i) = &inputs {
+        candidates.extend(i.keys().map(|k| (*k).to_owned()));
+    }
+    candidates.sort_unstable();
+    candidates.dedup();
+    let names = Names {
+        steps,
+        output_keys,
+        inputs,
+        candidates: candidates.into(),
+    };
+    let mut ctx = Ctx {
+        names: &names,
+        analysis,
+        cache: RanCache::default(),
+    };
+    let mut conditions = vec![None; p.steps.len()];
+    for (i, s) in all_steps(p) {
+        let site: Vec<NodeId> = analysis
+            .map(|a| a.reachable_nodes(i).collect())
+            .unwrap_or_default();
+        // Unreachable steps (reported) have no sites: every step counts as run there, so only
+        // name and type errors remain.
+        if s.step_type() == Some(StepType::Condition)
+            && let Some(cond) = &s.condition
+        {
+            let a = expr::analyze_with(&cond.value, &c.opts.expr, |e| {
+                let mut vs = Vec::new();
+                vars(e, &mut vs);
+                ctx.env(vs.iter().map(|(p, _)| p.root.as_str()), &site)
+            });
+            for d in a.diagnostics {
+                push_in(c, s, "condition", cond, d);
+            }
+            if let Some(ast) = &a.ast {
+                let mut vs = Vec::new();
+                vars(ast, &mut vs);
+                for (path, span) in vs {
+                    let Some((_, target)) = names.steps.get(path.root.as_str()) else {
+                        continue;
+                    };
+                    let bare = path.segments.is_empty();
+                    if bare || path.segments.first().is_some_and(|s| s != "output") {
+                        let tid = target.id_str().unwrap_or("?");
+                        let right = if bare {
+                            format!("${tid}.output")
+                        } else {
+                            format!("${tid}.output.{}", path.segments.join("."))
+                        };
+                        let d = Diagnostic::new(
+                            Code::Portability,
+                            span,
+                            format!("`{path}` reads step `{tid}`'s output; the reference reads it differently"),
+                        )
+                        .with_label(if bare {
+                            "the reference reads a bare step id as an always-true wrapper (Q9)"
+                        } else {
+                            "the reference reads `None` here (Q12)"
+                        })
+                        .with_help(format!("write `{right}` to mean the same in both"));
+                        push_in(c, s, "condition", cond, d);
+                    }
+                }
+            }
+            if let Some(slot) = conditions.get_mut(i)
+                && p.steps.get(i).is_some_and(|t| std::ptr::eq(t, s))
+            {
+                *slot = a.condition;
+            }
+        }
+        for (field, text) in [("prompt", &s.prompt), ("system", &s.system)] {
+            if let Some(text) = text {
+                check_text(c, &mut ctx, s, field, text, &site);
+            }
+        }
+        if let Some(args) = &s.args {
+            let mut strings = Vec::new();
+            collect_strings(args, &format!("{}/args", s.pointer), &mut strings);
+            for (ptr, text) in strings {
+                let refs = template_refs(&text.value);
+                if refs.is_empty() {
+                    continue;
+                }
+                for d in ref_diagnostics(&mut ctx, &refs, &site) {
+                    let d = d
+                        .map_spans(|sp| text.source_span(sp))
+                        .with_pointer(ptr.clone())
+                        .with_step_id(s.id_str());
+                    c.diags.push(d);
+                }
+            }
+        }
+    }
+    conditions
+}
+
+fn push_in(c: &mut Checker<'_>, s: &Step, field: &str, text: &Str, d: Diagnostic) {
+    let d = d
+        .map_spans(|sp| text.source_span(sp))
+        .with_pointer(format!("{}/{field}", s.pointer))
+        .with_step_id(s.id_str());
+    c.diags.push(d);
+}
+
+fn check_text(
+    c: &mut Checker<'_>,
+    ctx: &mut Ctx<'_, '_>,
+    s: &Step,
+    field: &str,
+    text: &Str,
+    site: &[NodeId],
+) {
+    let refs = template_refs(&text.value);
+    for d in ref_diagnostics(ctx, &refs, site) {
+        push_in(c, s, field, text, d);
+    }
+}
+
+fn ref_diagnostics(
+    ctx: &mut Ctx<'_, '_>,
+    refs: &[TemplateRef],
+    site: &[NodeId],
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for r in refs {
+        let env = ctx.env(std::iter::once(r.path.root.as_str()), site);
+        let e = Expr {
+            kind: ExprKind::Var(r.path.clone()),
+            span: Span::new(r.start, r.end),
+        };
+        out.extend(types::check(&e, &env).diagnostics);
+    }
+    out
+}
+
+fn collect_strings<'n>(node: &'n Node, ptr: &str, out: &mut Vec<(String, &'n Str)>) {
+    match &node.kind {
+        Kind::String(s) => out.push((ptr.to_owned(), s)),
+        Kind::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                collect_strings(x, &format!("{ptr}/{i}"), out);
+            }
+        }
+        Kind::Object(ms) => {
+            for m in ms {
+                let key = m.key.value.replace('~', "~0").replace('/', "~1");
+                collect_strings(&m.value, &format!("{ptr}/{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,406 @@
+//! Strict spanned JSON.
+//!
+//! [`parse`] reads RFC 8259 JSON (jsonc-parser with every lenient option off) into a tree of
+//! [`Node`]s that each know their byte range. Duplicate keys stay visible in the tree and are
+//! reported. A [`Str`] maps offsets in its decoded text back to bytes of the file, so a
+//! diagnostic inside a condition string underlines the right bytes even across escapes.
+
+mod string;
+
+pub use string::Str;
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::source::Span;
+use jsonc_parser::ast;
+use jsonc_parser::{CollectOptions, CommentCollectionStrategy, ParseOptions};
+use std::collections::HashMap;
+
+/// Input limits of one JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the whole document.
+    pub max_bytes: usize,
+    /// Nesting of arrays and objects.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 8 * 1024 * 1024,
+            max_depth: 128,
+        }
+    }
+}
+
+/// A JSON value with its byte range in the document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub span: Span,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Null,
+    Bool(bool),
+    /// The number's source text (already validated as a JSON number).
+    Number(Box<str>),
+    String(Str),
+    Array(Vec<Node>),
+    /// Members in document order, duplicates included.
+    Object(Vec<Member>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub key: Str,
+    pub value: Node,
+}
+
+impl Node {
+    /// The JSON type name used in diagnostics.
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            Kind::Null => "null",
+            Kind::Bool(_) => "boolean",
+            Kind::Number(n) if is_integer_text(n) => "integer",
+            Kind::Number(_) => "number",
+            Kind::String(_) => "string",
+            Kind::Array(_) => "array",
+            Kind::Object(_) => "object",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&Str> {
+        match &self.kind {
+            Kind::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The first member with this key.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            Kind::Object(ms) => ms.iter().find(|m| m.key.value == key).map(|m| &m.value),
+            _ => None,
+        }
+    }
+
+    /// The value as plain JSON (duplicate keys: the first wins, as everywhere in nanovm).
+    pub fn to_value(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Number(n) => number_value(n),
+            Kind::String(s) => Value::String(s.value.clone()),
+            Kind::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
+            Kind::Object(ms) => {
+                let mut map = serde_json::Map::with_capacity(ms.len());
+                for m in ms {
+                    if !map.contains_key(&m.key.value) {
+                        map.insert(m.key.value.clone(), m.value.to_value());
+                    }
+                }
+                Value::Object(map)
+            }
+        }
+    }
+}
+
+/// Whether a JSON number's text is an integer (no fraction, no exponent).
+pub fn is_integer_text(n: &str) -> bool {
+    !n.contains(['.', 'e', 'E'])
+}
+
+fn number_value(n: &str) -> serde_json::Value {
+    if is_integer_text(n) {
+        if let Ok(i) = n.parse::<i64>() {
+            return i.into();
+        }
+        if let Ok(u) = n.parse::<u64>() {
+            return u.into();
+        }
+    }
+    n.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// A parsed document: the tree (absent when the text is not JSON) and every diagnostic.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub root: Option<Node>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parse strict JSON. Never panics; every problem is a diagnostic with a position.
+pub fn parse(text: &str, limits: &Limits) -> Parsed {
+    let fail = |d: Diagnostic| Parsed {
+        root: None,
+        diagnostics: vec![d],
+    };
+    if text.len() > limits.max_bytes {
+        return fail(
+            Diagnostic::new(
+                Code::FileTooLarge,
+                Span::point(0),
+                format!(
+                    "the document is {} bytes; the limit is {} bytes",
+                    text.len(),
+                    limits.max_bytes
+                ),
+            )
+            .with_help("programs are small; a file this large is probably not a program"),
+        );
+    }
+    if let Some(at) = too_deep(text, limits.max_depth) {
+        return fail(
+            Diagnostic::new(
+                Code::JsonTooDeep,
+                Span::new(at, at + 1),
+                format!("JSON nesting is deeper than {} levels", limits.max_depth),
+            )
+            .with_label("this bracket opens one level too many"),
+        );
+    }
+    let options = ParseOptions {
+        allow_comments: false,
+        allow_loose_object_property_names: false,
+        allow_trailing_commas: false,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        allow_unary_plus_numbers: false,
+        allow_bare_decimal_point_numbers: false,
+        allow_non_finite_numbers: false,
+        allow_extended_string_escapes: false,
+    };
+    let collect = CollectOptions {
+        comments: CommentCollectionStrategy::Off,
+        tokens: false,
+    };
+    let value = match jsonc_parser::parse_to_ast(text, &collect, &options) {
+        Ok(r) => r.value,
+        Err(e) => {
+            let r = e.range();
+            let span = if r.start == r.end && r.start >= text.len() && !text.is_empty() {
+                Span::point(text.len())
+            } else {
+                Span::new(r.start, r.end.max(r.start))
+            };
+            return fail(
+                Diagnostic::new(Code::JsonSyntax, span, format!("invalid JSON: {}", e.kind()))
+                    .with_label(syntax_label(e.kind()))
+                    .with_help("the program must be strict JSON (RFC 8259): no comments, no trailing commas, double-quoted strings"),
+            );
+        }
+    };
+    let Some(value) = value else {
+        return fail(
+            Diagnostic::new(
+                Code::JsonSyntax,
+                Span::point(0),
+                "invalid JSON: the document is empty",
+            )
+            .with_label("expected a JSON object")
+            .with_help("a program is a JSON object such as {\"steps\": [...]}"),
+        );
+    };
+    let mut conv = Converter {
+        text,
+        diagnostics: Vec::new(),
+    };
+    let root = conv.node(&value);
+    Parsed {
+        root: Some(root),
+        diagnostics: conv.diagnostics,
+    }
+}
+
+fn syntax_label(kind: &jsonc_parser::errors::ParseErrorKind) -> &'static str {
+    use jsonc_parser::errors::ParseErrorKind as K;
+    match kind {
+        K::CommentsNotAllowed => "comments are not JSON",
+        K::TrailingCommasNotAllowed => "remove this comma",
+        K::ExpectedComma => "a comma is missing here",
+        K::SingleQuotedStringsNotAllowed => "use double quotes",
+        K::ExpectedStringObjectProperty => "keys must be double-quoted strings",
+        K::MultipleRootJsonValues => "text after the end of the document",
+        K::UnterminatedObject | K::UnterminatedArray => "not closed",
+        _ => "here",
+    }
+}
+
+/// The byte offset of the first bracket that opens nesting level `max + 1`, if any.
+/// A linear scan that knows strings, run before the (recursive) parser.
+fn too_deep(text: &str, max: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, b) in text.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+struct Converter<'t> {
+    text: &'t str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Converter<'_> {
+    fn span(r: jsonc_parser::common::Range) -> Span {
+        Span::new(r.start, r.end)
+    }
+
+    fn string(&mut self, r: jsonc_parser::common::Range, fallback: &str) -> Str {
+        match Str::from_source(self.text, Self::span(r)) {
+            Ok(s) => s,
+            Err(d) => {
+                self.diagnostics.push(*d);
+                Str::plain(fallback.to_owned(), Self::span(r))
+            }
+        }
+    }
+
+    fn node(&mut self, v: &ast::Value<'_>) -> Node {
+        use jsonc_parser::common::Ranged;
+        let span = Self::span(v.range());
+        let kind = match v {
+            ast::Value::NullKeyword(_) => Kind::Null,
+            ast::Value::BooleanLit(b) => Kind::Bool(b.value),
+            ast::Value::NumberLit(n) => Kind::Number(n.value.into()),
+            ast::Value::StringLit(s) => Kind::String(self.string(s.range, &s.value)),
+            ast::Value::Array(a) => Kind::Array(a.elements.iter().map(|e| self.node(e)).collect()),
+            ast::Value::Object(o) => {
+                let mut seen: HashMap<&str, Span> = HashMap::with_capacity(o.properties.len());
+                let mut members = Vec::with_capacity(o.properties.len());
+                for p in &o.properties {
+                    let (key_range, key_text) = match &p.name {
+                        ast::ObjectPropName::String(s) => (s.range, s.value.as_ref()),
+                        ast::ObjectPropName::Word(w) => (w.range, w.value),
+                    };
+                    let key = self.string(key_range, key_text);
+                    let key_span = Self::span(key_range);
+                    if let Some(first) = seen.get(key_text) {
+                        self.diagnostics.push(
+                            Diagnostic::new(
+                                Code::DuplicateKey,
+                                key_span,
+                                format!("duplicate key \"{}\"", key.value),
+                            )
+                            .with_label("repeated here")
+                            .with_secondary(*first, "first defined here")
+                            .with_help("JSON readers disagree on which value wins; keep one"),
+                        );
+                    } else {
+                        seen.insert(key_text, key_span);
+                    }
+                    let value = self.node(&p.value);
+                    members.push(Member { key, value });
+                }
+                Kind::Object(members)
+            }
+        };
+        Node { span, kind }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn ok(text: &str) -> Node {
+        let p = parse(text, &Limits::default());
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        p.root.unwrap()
+    }
+
+    fn err(text: &str) -> Diagnostic {
+        let p = parse(text, &Limits::default());
+        p.diagnostics.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn spans_and_values() {
+        let n = ok(r#"{"a": [1, 2.5, "x"], "b": null}"#);
+        let a = n.get("a").unwrap();
+        assert_eq!(a.span, Span::new(6, 19));
+        assert_eq!(a.type_name(), "array");
+        assert_eq!(
+            n.to_value(),
+            serde_json::json!({"a": [1, 2.5, "x"], "b": null})
+        );
+    }
+
+    #[test]
+    fn strictness() {
+        for bad in [
+            "{\"a\": 1,}",
+            "{'a': 1}",
+            "{a: 1}",
+            "// c\n{}",
+            "{\"a\": +1}",
+            "{\"a\": .5}",
+            "{\"a\": 0x10}",
+            "{\"a\": NaN}",
+            "{\"a\": 1 \"b\": 2}",
+            "{} {}",
+            "",
+            "{\"a\": \"\\x41\"}",
+        ] {
+            assert_eq!(err(bad).code, Code::JsonSyntax, "{bad}");
+        }
+        assert_eq!(err("{\"a\": \"x\ny\"}").code, Code::JsonSyntax);
+    }
+
+    #[test]
+    fn duplicates_are_reported_first_wins() {
+        let p = parse(r#"{"a": 1, "a": 2}"#, &Limits::default());
+        assert_eq!(p.diagnostics[0].code, Code::DuplicateKey);
+        assert_eq!(p.diagnostics[0].span, Span::new(9, 12));
+        assert_eq!(p.root.unwrap().to_value(), serde_json::json!({"a": 1}));
+    }
+
+    #[test]
+    fn limits() {
+        let deep = "[".repeat(200);
+        assert_eq!(err(&deep).code, Code::JsonTooDeep);
+        assert_eq!(err(&deep).span, Span::new(128, 129));
+        let within = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        ok(&within);
+        let brackets_in_string = format!("{{\"a\": \"{}\"}}", "[".repeat(500));
+        ok(&brackets_in_string);
+        let small = Limits {
+            max_bytes: 4,
+            max_depth: 128,
+        };
+        assert_eq!(
+            parse("{\"a\":1}", &small).diagnostics[0].code,
+            Code::FileTooLarge
+        );
+    }
+}
