@@ -138,12 +138,21 @@ impl TypeEnv {
     }
 
     fn suggest(&self, name: &str) -> Option<&str> {
+        // Short names are too close to everything: `$b` is not a typo of `$a`.
+        let max = match name.chars().count() {
+            0..=2 => 0,
+            3..=5 => 1,
+            _ => 2,
+        };
+        if max == 0 {
+            return None;
+        }
         if let Some(c) = &self.candidates {
-            return did_you_mean(name, c.iter().map(String::as_str), 2);
+            return did_you_mean(name, c.iter().map(String::as_str), max);
         }
         let mut names: Vec<&str> = self.names.keys().map(String::as_str).collect();
         names.sort_unstable();
-        did_you_mean(name, names, 2)
+        did_you_mean(name, names, max)
     }
 }
 
