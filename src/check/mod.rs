@@ -129,7 +129,7 @@ pub fn check_bytes(bytes: &[u8], opts: &Options) -> (Report, Option<String>) {
             let start = String::from_utf8_lossy(bytes.get(..at).unwrap_or_default()).len();
             let d = Diagnostic::new(
                 Code::InvalidUtf8,
-                Span::new(start, start + 1),
+                Span::new(start, start + '\u{FFFD}'.len_utf8()),
                 format!("the file is not UTF-8: invalid byte at offset {at}"),
             )
             .with_label("not UTF-8")

@@ -1,7 +1,7 @@
 //! `nanovm check` and `nanovm graph`: read files, run the checker, print in the chosen format.
 
 use super::{ColorChoice, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
-use crate::check::{GraphView, Options, Report, check_bytes};
+use crate::check::{GraphView, Options, check_bytes};
 use crate::diagnostics::render_github::to_github;
 use crate::diagnostics::render_json::to_json_all;
 use crate::diagnostics::render_sarif::to_sarif;
@@ -70,78 +70,76 @@ fn display_name(path: &Path) -> String {
     }
 }
 
-fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+/// What reading a file gave: its bytes, or its size when it is over the limit.
+enum Input {
+    Bytes(Vec<u8>),
+    TooLarge(u64),
+}
+
+fn read_limited(path: &Path, limit: usize) -> Result<Input, String> {
     let mut buf = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    if path.as_os_str() == "-" {
+    let size = if path.as_os_str() == "-" {
         std::io::stdin()
             .take(cap)
             .read_to_end(&mut buf)
             .map_err(|e| e.to_string())?;
-        return Ok(buf);
-    }
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.is_dir() {
-        return Err("it is a directory".to_owned());
-    }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    file.take(cap)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
+        buf.len() as u64
+    } else {
+        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        if meta.is_dir() {
+            return Err("it is a directory".to_owned());
+        }
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        file.take(cap)
+            .read_to_end(&mut buf)
+            .map_err(|e| e.to_string())?;
+        meta.len().max(buf.len() as u64)
+    };
     if buf.len() > limit {
-        // Report the real size, not the truncated one.
-        let real = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-        buf.truncate(0);
-        buf.resize(real.min(limit + 1), b' ');
+        return Ok(Input::TooLarge(size));
     }
-    Ok(buf)
+    Ok(Input::Bytes(buf))
 }
 
 fn check_file(path: &Path, opts: &Options) -> Checked {
     let name = display_name(path);
+    let io = |message: String| Checked {
+        source: SourceFile::new(name.clone(), String::new()),
+        diagnostics: vec![
+            Diagnostic::new(Code::Io, Span::point(0), message)
+                .with_help("pass the path of a program file"),
+        ],
+        io_error: true,
+        graph: None,
+    };
     match read_limited(path, opts.json.max_bytes) {
-        Err(e) => Checked {
+        Err(e) => io(format!("cannot read `{name}`: {e}")),
+        Ok(Input::TooLarge(size)) => Checked {
             source: SourceFile::new(name.clone(), String::new()),
             diagnostics: vec![
                 Diagnostic::new(
-                    Code::Io,
+                    Code::FileTooLarge,
                     Span::point(0),
-                    format!("cannot read `{name}`: {e}"),
+                    format!(
+                        "`{name}` is {size} bytes; the limit is {} bytes",
+                        opts.json.max_bytes
+                    ),
                 )
-                .with_help("pass the path of a program file"),
+                .with_help("programs are small; a file this large is probably not a program"),
             ],
-            io_error: true,
+            io_error: false,
             graph: None,
         },
-        Ok(bytes) => {
-            let too_large = bytes.len() > opts.json.max_bytes;
-            let size = if too_large {
-                std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len())
-            } else {
-                bytes.len() as u64
-            };
-            let (report, lossy): (Report, Option<String>) = check_bytes(&bytes, opts);
-            let mut diagnostics = report.diagnostics;
-            if too_large {
-                diagnostics = vec![
-                    Diagnostic::new(
-                        Code::FileTooLarge,
-                        Span::point(0),
-                        format!(
-                            "the file is {size} bytes; the limit is {} bytes",
-                            opts.json.max_bytes
-                        ),
-                    )
-                    .with_help("programs are small; a file this large is probably not a program"),
-                ];
-            }
+        Ok(Input::Bytes(bytes)) => {
+            let (report, lossy) = check_bytes(&bytes, opts);
             let text = match lossy {
                 Some(t) => t,
                 None => String::from_utf8(bytes).unwrap_or_default(),
             };
             Checked {
                 source: SourceFile::new(name, text),
-                diagnostics,
+                diagnostics: report.diagnostics,
                 io_error: false,
                 graph: report.graph,
             }
