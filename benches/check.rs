@@ -1,0 +1,70 @@
+//! Program-check benchmarks, mirroring the reference's `validate_N` scenarios
+//! (`/work/shared/bench/bench_ref.py`, `make_validate_program`): N tool steps, 3 conditions
+//! and a failure exit, N + 4 steps in all. One op is [`check_source`] on the program's JSON
+//! text: strict spanned parse, decode, graph, references, conditions compiled (the reference's
+//! `Program.model_validate` + `ProgramValidator.validate` starts from an already parsed dict).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use nanovm::check::{Options, check_source};
+use serde_json::{Value, json};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// The reference's generator, step for step.
+fn validate_program(n: usize) -> Value {
+    let ks: Vec<usize> = [1, 2, 3].iter().map(|j| j * n / 4).collect();
+    let then_targets: Vec<usize> = ks.iter().map(|k| k + 1).collect();
+    let mut steps = Vec::with_capacity(n + 4);
+    for i in 0..n {
+        let mut st = json!({
+            "id": format!("t{i}"), "type": "tool", "tool": "check",
+            "args": {"item": i, "order_id": "$order_id"},
+        });
+        if then_targets.contains(&i) {
+            st["next_step"] = json!(format!("t{}", i + 1));
+        }
+        if i == n - 1 {
+            st["is_terminal"] = json!(true);
+        }
+        steps.push(st);
+        if let Some(j) = ks.iter().position(|k| *k == i) {
+            steps.push(json!({
+                "id": format!("c{}", j + 1), "type": "condition",
+                "condition": format!("$t{i}.output.ok == True"),
+                "then": format!("t{}", i + 1), "otherwise": "fail_exit",
+            }));
+        }
+    }
+    steps.push(json!({
+        "id": "fail_exit", "type": "tool", "tool": "fail",
+        "args": {"reason": "check failed"}, "is_terminal": true,
+    }));
+    json!({"name": format!("validate_{n}"), "steps": steps})
+}
+
+fn bench(c: &mut Criterion) {
+    let opts = Options::default();
+    let mut g = c.benchmark_group("check");
+    for n in [10usize, 100, 1_000, 10_000] {
+        let text = serde_json::to_string(&validate_program(n)).unwrap();
+        let report = check_source(&text, &opts);
+        assert!(report.valid(), "{:?}", report.diagnostics);
+        assert!(report.checked.is_some());
+        g.throughput(Throughput::Elements(1));
+        if n >= 1_000 {
+            g.sample_size(20);
+        }
+        g.bench_with_input(BenchmarkId::new("validate", n), &text, |b, t| {
+            b.iter(|| black_box(check_source(black_box(t), &opts)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
