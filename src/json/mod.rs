@@ -280,7 +280,7 @@ impl Converter<'_> {
             Ok(s) => s,
             Err(d) => {
                 self.diagnostics.push(*d);
-                Str::plain(fallback.to_owned(), Self::span(r))
+                Str::opaque(fallback.to_owned(), Self::span(r))
             }
         }
     }
@@ -375,6 +375,22 @@ mod tests {
             assert_eq!(err(bad).code, Code::JsonSyntax, "{bad}");
         }
         assert_eq!(err("{\"a\": \"x\ny\"}").code, Code::JsonSyntax);
+    }
+
+    #[test]
+    fn malformed_string_maps_to_its_literal() {
+        // Fuzz regression (program_check): a raw NUL after a `\u` escape and a two-byte char.
+        // The string is reported and kept, but its decoded offsets cannot be mapped, so every
+        // span inside it covers the whole literal instead of landing mid-character.
+        let text = "{\"c\":\"\\u44e9\u{5e5}o\u{0}\"}";
+        let p = parse(text, &Limits::default());
+        assert_eq!(p.diagnostics[0].code, Code::JsonSyntax);
+        let c = p.root.unwrap();
+        let s = c.get("c").unwrap().as_str().unwrap();
+        let nul = s.value.find('\u{0}').unwrap();
+        let sp = s.source_span(Span::new(nul, nul + 1));
+        assert_eq!(sp, Span::new(s.span.start + 1, s.span.end - 1));
+        assert!(text.is_char_boundary(sp.start) && text.is_char_boundary(sp.end));
     }
 
     #[test]

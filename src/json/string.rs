@@ -33,6 +33,23 @@ impl Str {
         }
     }
 
+    /// A string whose decoded text cannot be mapped back to the file (its literal is
+    /// malformed and already reported): every decoded offset maps to the start or the end of
+    /// the literal's content, so later diagnostics cover the whole literal.
+    pub fn opaque(value: String, span: Span) -> Self {
+        let src_len = span.end.saturating_sub(span.start).saturating_sub(2);
+        Self {
+            escapes: Box::new([Escape {
+                dec: 0,
+                dec_len: to_u32(value.len()),
+                src: 0,
+                src_len: to_u32(src_len),
+            }]),
+            value,
+            span,
+        }
+    }
+
     /// Decode the literal at `span` of `text` (a validated JSON string token).
     pub fn from_source(text: &str, span: Span) -> Result<Self, Box<Diagnostic>> {
         let bad = |at: usize, len: usize, msg: &str| {
@@ -206,5 +223,20 @@ mod tests {
         assert!(Str::from_source("\"a\u{1}\"", Span::new(0, 4)).is_err());
         assert!(Str::from_source(r#""\q""#, Span::new(0, 4)).is_err());
         assert!(Str::from_source(r#""\ud800""#, Span::new(0, 8)).is_err());
+    }
+
+    #[test]
+    fn opaque_strings_map_to_the_literal_bounds() {
+        // `"\u44e9ץo<NUL>"`: the raw NUL is rejected; the decoded text is kept but its offsets
+        // say nothing about the source, so they map to the content's start or end only.
+        let src = "\"\\u44e9\u{5e5}o\u{0}\"";
+        assert!(Str::from_source(src, Span::new(0, src.len())).is_err());
+        let s = Str::opaque("\u{44e9}\u{5e5}o\u{0}".to_owned(), Span::new(0, src.len()));
+        for d in 0..=s.value.len() {
+            let o = s.source_offset(d, false);
+            assert!(o == 1 || o == src.len() - 1, "{d} -> {o}");
+            assert!(src.is_char_boundary(o));
+        }
+        assert_eq!(s.source_span(Span::new(6, 7)), Span::new(1, src.len() - 1));
     }
 }
