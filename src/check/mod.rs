@@ -110,6 +110,7 @@ pub fn check_bytes(bytes: &[u8], opts: &Options) -> (Report, Option<String>) {
                 opts.json.max_bytes
             ),
         )
+        .with_label("refused before reading")
         .with_help("programs are small; a file this large is probably not a program");
         return (
             Report {
@@ -253,7 +254,7 @@ impl Checker<'_> {
             first_span.insert(&id.value, id.span);
             ids.insert(id.value.clone(), i);
         }
-        self.targets(&top, &ids);
+        let guesses = self.targets(&top, &ids);
         self.output_keys(&first_span);
         self.per_step_warnings();
 
@@ -263,9 +264,17 @@ impl Checker<'_> {
         let mut view = None;
         if flow_ok {
             let g = Graph::build(p, &top, ids.clone());
-            let a = g.analyze();
-            self.flow(&g, &a);
+            let mut a = g.analyze();
             view = Some(self.view(&g, &a));
+            if !guesses.is_empty() {
+                // A jump that names no step but is a likely typo of one (NV0021's "did you
+                // mean") goes to that step for the flow and reference checks, so the typo is
+                // not reported again as unreachable steps (no knock-on errors, DESIGN §3).
+                let mut jumps = top.clone();
+                jumps.extend(guesses.iter().map(|(name, i)| (name.as_str(), *i)));
+                a = Graph::build(p, &jumps, ids.clone()).analyze();
+            }
+            self.flow(&g, &a);
             analysis = Some(a);
             graph = Some(g);
         }
@@ -273,9 +282,15 @@ impl Checker<'_> {
         (graph, view, conditions)
     }
 
-    /// Missing `then`/`otherwise`/`next_step` targets.
-    fn targets(&mut self, top: &HashMap<&str, usize>, ids: &HashMap<String, usize>) {
+    /// Missing `then`/`otherwise`/`next_step` targets. Returns the likely typos: each missing
+    /// target with a "did you mean" and the index of the step it suggests.
+    fn targets(
+        &mut self,
+        top: &HashMap<&str, usize>,
+        ids: &HashMap<String, usize>,
+    ) -> Vec<(String, usize)> {
         let p = self.p;
+        let mut guesses = Vec::new();
         let names: Vec<&str> = {
             let mut v: Vec<&str> = top.keys().copied().collect();
             v.sort_unstable();
@@ -304,10 +319,14 @@ impl Checker<'_> {
                     ));
                 } else if let Some(m) = did_you_mean(&t.value, names.iter().copied(), 3) {
                     d = d.with_help(format!("did you mean `{m}`?"));
+                    if let Some(i) = top.get(m) {
+                        guesses.push((t.value.clone(), *i));
+                    }
                 }
                 self.push(s, Some(field), d);
             }
         }
+        guesses
     }
 
     /// `output_key` equal to a step id or to another `output_key`.
@@ -547,10 +566,13 @@ impl Checker<'_> {
                     .any(|n| a.ends.get(n).copied().unwrap_or(false)),
             });
             let mut add = |to: Option<usize>, label: &'static str| {
+                // Edges are added step by step: only this step's, at the end, can repeat.
                 if let Some(to) = to
                     && !edges
                         .iter()
-                        .any(|e: &ViewEdge| e.from == i && e.to == to && e.label == label)
+                        .rev()
+                        .take_while(|e: &&ViewEdge| e.from == i)
+                        .any(|e| e.to == to && e.label == label)
                 {
                     edges.push(ViewEdge { from: i, to, label });
                 }

@@ -210,6 +210,17 @@ pub(super) fn check_references(
     };
     let mut conditions = vec![None; p.steps.len()];
     for (i, s) in all_steps(p) {
+        let top_level = p.steps.get(i).is_some_and(|t| std::ptr::eq(t, s));
+        // A condition or parallel sub-step is reported by its parent (NV0018); its fields are
+        // not judged again.
+        if !top_level
+            && matches!(
+                s.step_type(),
+                Some(StepType::Condition | StepType::Parallel)
+            )
+        {
+            continue;
+        }
         let site: Vec<NodeId> = analysis
             .map(|a| a.reachable_nodes(i).collect())
             .unwrap_or_default();
@@ -257,7 +268,7 @@ pub(super) fn check_references(
                 }
             }
             if let Some(slot) = conditions.get_mut(i)
-                && p.steps.get(i).is_some_and(|t| std::ptr::eq(t, s))
+                && top_level
             {
                 *slot = a.condition;
             }

@@ -153,6 +153,7 @@ pub fn parse(text: &str, limits: &Limits) -> Parsed {
                     limits.max_bytes
                 ),
             )
+            .with_label("refused before parsing")
             .with_help("programs are small; a file this large is probably not a program"),
         );
     }

@@ -99,7 +99,7 @@ impl Decoder {
         let mut d = Diagnostic::new(
             Code::WrongType,
             node.span,
-            format!("`{field}` must be {want}, not {got}"),
+            format!("`{field}` must be {want}, not {} {got}", article(got)),
         )
         .with_label(format!("this is {} {got}", article(got)));
         if let Kind::String(s) = &node.kind {
@@ -154,6 +154,7 @@ impl Decoder {
                     .with_label("not a field of the Program format");
                     d = match did_you_mean(key, known.iter().copied(), 3)
                         .or_else(|| case_match(key, known))
+                        .or_else(|| part_of_one(key, known))
                     {
                         Some(s) => d.with_help(format!("did you mean `{s}`?")),
                         None => {
@@ -371,7 +372,7 @@ impl Decoder {
                 ptr: &ptr,
                 step: None,
             };
-            let Some(t) = self.string(&m.value, iat, "an input type") else {
+            let Some(t) = self.string(&m.value, iat, &format!("inputs.{}", m.key.value)) else {
                 ok = false;
                 continue;
             };
@@ -392,7 +393,19 @@ impl Decoder {
                         format!("an input type must be one of {}", INPUT_TYPES.join(", ")),
                     )
                     .with_label(format!("\"{other}\" is not one of them"));
-                    if let Some(s) = did_you_mean(other, INPUT_TYPES.iter().copied(), 2) {
+                    // JSON Schema and Python spellings of the same types.
+                    let alias = match other {
+                        "integer" => Some("int"),
+                        "string" => Some("str"),
+                        "boolean" => Some("bool"),
+                        "number" => Some("float"),
+                        "array" => Some("list"),
+                        "dict" => Some("object"),
+                        _ => None,
+                    };
+                    if let Some(s) =
+                        alias.or_else(|| did_you_mean(other, INPUT_TYPES.iter().copied(), 2))
+                    {
                         d = d.with_help(format!("did you mean \"{s}\"?"));
                     }
                     self.push(iat, d);
@@ -706,7 +719,7 @@ impl Decoder {
             let where_ = if sub {
                 "a parallel sub-step".to_owned()
             } else {
-                format!("a {} step", t.as_str())
+                format!("{} {} step", article(t.as_str()), t.as_str())
             };
             if misplaced {
                 let help = match *field {
@@ -806,7 +819,11 @@ impl Decoder {
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let iptr = child(at.ptr, &i.to_string());
-            out.push(self.string(item, At { ptr: &iptr, ..at }, "an allowed output")?);
+            out.push(self.string(
+                item,
+                At { ptr: &iptr, ..at },
+                &format!("allowed_outputs[{i}]"),
+            )?);
         }
         Some(Spanned::new(out, node.span))
     }
@@ -838,11 +855,26 @@ fn open_brace(node: &Node) -> Span {
     Span::new(node.span.start, node.span.start + 1)
 }
 
+/// `a` or `an` before a type name or step type (`an llm step`: said "el-el-em").
 fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) || word == "llm" {
         "an"
     } else {
         "a"
+    }
+}
+
+/// The only known name that contains `name`, case-insensitively (`retries` for
+/// `max_retries`); none for short names or when several do (`timeout`).
+fn part_of_one<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    if name.chars().count() < 4 {
+        return None;
+    }
+    let lower = name.to_lowercase();
+    let mut hits = known.iter().copied().filter(|k| k.contains(lower.as_str()));
+    match (hits.next(), hits.next()) {
+        (Some(k), None) => Some(k),
+        _ => None,
     }
 }
 
