@@ -3,7 +3,12 @@
 //! and a failure exit, N + 4 steps in all. One op is [`check_source`] on the program's JSON
 //! text: strict spanned parse, decode, graph, references, conditions compiled (the reference's
 //! `Program.model_validate` + `ProgramValidator.validate` starts from an already parsed dict).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nanovm::check::{Options, check_source};

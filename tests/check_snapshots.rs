@@ -71,13 +71,15 @@ fn generate_too_many_steps() -> String {
     s
 }
 
+/// Generated cases, checked once per process: name → (text, diagnostics).
+type Generated = Mutex<HashMap<&'static str, (String, Vec<Diagnostic>)>>;
+
 /// Check a case: the text the diagnostics point into, and the diagnostics in order.
 fn diagnose(case: &Case) -> (String, Vec<Diagnostic>) {
     match case.how {
         How::Generated(make) => {
             // Several tests need it and it is large: check it once per process.
-            static GENERATED: OnceLock<Mutex<HashMap<&'static str, (String, Vec<Diagnostic>)>>> =
-                OnceLock::new();
+            static GENERATED: OnceLock<Generated> = OnceLock::new();
             let mut done = GENERATED
                 .get_or_init(Mutex::default)
                 .lock()

@@ -31,6 +31,9 @@ pub struct CheckedProgram {
     graph: Graph,
     /// Per top-level step: the compiled condition of a condition step.
     conditions: Vec<Option<Condition>>,
+    /// Every prompt, system text and argument string, split at its `$references`, by the
+    /// JSON pointer of the string (`/steps/1/prompt`, `/steps/0/args/order_id`).
+    texts: HashMap<String, Template>,
 }
 
 impl CheckedProgram {
@@ -44,6 +47,12 @@ impl CheckedProgram {
 
     pub fn condition(&self, index: usize) -> Option<&Condition> {
         self.conditions.get(index).and_then(Option::as_ref)
+    }
+
+    /// The parsed template of the text at a JSON pointer (see [`text_pointers`]); `None` for a
+    /// text without `$`, which is used verbatim.
+    pub fn text(&self, pointer: &str) -> Option<&Template> {
+        self.texts.get(pointer)
     }
 }
 
@@ -183,11 +192,18 @@ pub fn check_program(program: Program, opts: &Options, mut diagnostics: Vec<Diag
     diagnostics.append(&mut c.diags);
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     let checked = match graph {
-        Some(graph) if !has_errors(&diagnostics) => Some(CheckedProgram {
-            program,
-            graph,
-            conditions,
-        }),
+        Some(graph) if !has_errors(&diagnostics) => {
+            let texts = text_pointers(&program)
+                .into_iter()
+                .map(|(ptr, text)| (ptr, Template::parse(text)))
+                .collect();
+            Some(CheckedProgram {
+                program,
+                graph,
+                conditions,
+                texts,
+            })
+        }
         _ => None,
     };
     Report {
@@ -203,6 +219,27 @@ struct Checker<'p> {
     diags: Vec<Diagnostic>,
     /// No schema error: whole-program judgements (the failure-exit note) are meaningful.
     decoded_cleanly: bool,
+}
+
+/// Every interpolated text of a program that holds a `$`, by JSON pointer: prompts, system
+/// texts and every such string inside `args` (nested objects and lists too, Q15). Texts
+/// without a `$` are used verbatim.
+pub fn text_pointers(p: &Program) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    for (_, s) in all_steps(p) {
+        for (field, text) in [("prompt", &s.prompt), ("system", &s.system)] {
+            if let Some(t) = text.as_ref().filter(|t| t.value.contains('$')) {
+                out.push((format!("{}/{field}", s.pointer), t.value.as_str()));
+            }
+        }
+        if let Some(args) = &s.args {
+            let mut strings = Vec::new();
+            let mut ptr = format!("{}/args", s.pointer);
+            refs::collect_strings(args, &mut ptr, &mut strings);
+            out.extend(strings.into_iter().map(|(p, t)| (p, t.value.as_str())));
+        }
+    }
+    out
 }
 
 /// Every step with its top-level index (sub-steps carry their parent's).
@@ -683,4 +720,67 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
         out.push(cur);
     }
     out.into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::graph::Next;
+    use super::*;
+
+    const PROGRAM: &str = r#"{"steps": [
+        {"id": "classify", "type": "llm", "prompt": "Classify $ticket for $user.name", "allowed_outputs": ["yes", "no"]},
+        {"id": "route", "type": "condition", "condition": "$classify.output == 'yes'", "then": "act", "otherwise": "reject"},
+        {"id": "act", "type": "tool", "tool": "do", "args": {"who": "$classify", "nested": ["x $ticket"]}},
+        {"id": "reject", "type": "tool", "tool": "no", "is_terminal": true}
+    ]}"#;
+
+    #[test]
+    fn checked_program_carries_graph_conditions_and_templates() {
+        let r = check_source(PROGRAM, &Options::default());
+        assert!(r.valid(), "{:?}", r.diagnostics);
+        let c = r.checked.unwrap();
+        let g = c.graph();
+        assert_eq!(g.after(0, Entry::Sequence), Next::Step(1, Entry::Sequence));
+        assert_eq!(g.branch(1, true), Next::Step(2, Entry::Branch));
+        assert_eq!(g.branch(1, false), Next::Step(3, Entry::Branch));
+        // Branch leaf: `act` ends the run when entered from the branch.
+        assert_eq!(g.after(2, Entry::Branch), Next::End);
+        assert_eq!(g.after(3, Entry::Branch), Next::End);
+        assert_eq!(g.index_of("reject"), Some(3));
+        assert!(c.condition(1).is_some());
+        assert!(c.condition(0).is_none());
+        let t = c.text("/steps/0/prompt").unwrap();
+        assert_eq!(t.parts.len(), 4);
+        assert!(c.text("/steps/2/args/who").unwrap().single().is_some());
+        assert!(c.text("/steps/2/args/nested/0").unwrap().single().is_none());
+    }
+
+    #[test]
+    fn invalid_programs_have_no_checked_program() {
+        let bad = PROGRAM.replace("\"then\": \"act\"", "\"then\": \"acts\"");
+        let r = check_source(&bad, &Options::default());
+        assert!(!r.valid());
+        assert!(r.checked.is_none());
+        assert!(
+            r.diagnostics.iter().any(|d| d.code == Code::MissingTarget
+                && d.help.as_deref() == Some("did you mean `act`?"))
+        );
+    }
+
+    #[test]
+    fn failure_words() {
+        let step = |id: &str| {
+            let text = format!(r#"{{"steps": [{{"id": "{id}", "type": "tool", "tool": "t"}}]}}"#);
+            let (p, _) = program::decode(&json::parse(&text, &Default::default()).root.unwrap());
+            p.unwrap().steps.remove(0)
+        };
+        assert!(is_failure_exit(&step("escalate_to_human")));
+        assert!(
+            is_failure_exit(&step("sendRejectionMail")) || is_failure_exit(&step("reject-order"))
+        );
+        assert!(is_failure_exit(&step("reject-order")));
+        assert!(!is_failure_exit(&step("helpdesk")));
+        assert!(!is_failure_exit(&step("errands")));
+    }
 }

@@ -82,7 +82,7 @@ struct Names<'p> {
     steps: HashMap<&'p str, (usize, &'p Step)>,
     output_keys: HashMap<&'p str, (usize, &'p Step)>,
     inputs: Option<HashMap<&'p str, &'p Type>>,
-    candidates: Arc<[String]>,
+    candidates: Arc<types::Suggestions>,
 }
 
 struct Ctx<'a, 'p> {
@@ -195,13 +195,12 @@ pub(super) fn check_references(
     if let Some(i) = &inputs {
         candidates.extend(i.keys().map(|k| (*k).to_owned()));
     }
-    candidates.sort_unstable();
-    candidates.dedup();
+
     let names = Names {
         steps,
         output_keys,
         inputs,
-        candidates: candidates.into(),
+        candidates: Arc::new(types::Suggestions::new(candidates)),
     };
     let mut ctx = Ctx {
         names: &names,
@@ -280,7 +279,8 @@ pub(super) fn check_references(
         }
         if let Some(args) = &s.args {
             let mut strings = Vec::new();
-            collect_strings(args, &format!("{}/args", s.pointer), &mut strings);
+            let mut ptr = format!("{}/args", s.pointer);
+            collect_strings(args, &mut ptr, &mut strings);
             for (ptr, text) in strings {
                 let refs = template_refs(&text.value);
                 if refs.is_empty() {
@@ -328,7 +328,16 @@ fn ref_diagnostics(
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for r in refs {
-        let env = ctx.env(std::iter::once(r.path.root.as_str()), site);
+        // A context name (no `inputs` declared) that looks like no known name: nothing to say.
+        let root = r.path.root.as_str();
+        if ctx.names.inputs.is_none()
+            && !ctx.names.steps.contains_key(root)
+            && !ctx.names.output_keys.contains_key(root)
+            && ctx.names.candidates.suggest(root).is_none()
+        {
+            continue;
+        }
+        let env = ctx.env(std::iter::once(root), site);
         let e = Expr {
             kind: ExprKind::Var(r.path.clone()),
             span: Span::new(r.start, r.end),
@@ -338,18 +347,33 @@ fn ref_diagnostics(
     out
 }
 
-fn collect_strings<'n>(node: &'n Node, ptr: &str, out: &mut Vec<(String, &'n Str)>) {
+/// The strings of an args tree that contain a `$`, with their JSON pointers (built in one
+/// buffer; only the strings kept allocate their pointer).
+pub(super) fn collect_strings<'n>(node: &'n Node, ptr: &mut String, out: &mut Vec<(String, &'n Str)>) {
     match &node.kind {
-        Kind::String(s) => out.push((ptr.to_owned(), s)),
+        Kind::String(s) if s.value.contains('$') => out.push((ptr.clone(), s)),
         Kind::Array(items) => {
             for (i, x) in items.iter().enumerate() {
-                collect_strings(x, &format!("{ptr}/{i}"), out);
+                let len = ptr.len();
+                ptr.push('/');
+                ptr.push_str(&i.to_string());
+                collect_strings(x, ptr, out);
+                ptr.truncate(len);
             }
         }
         Kind::Object(ms) => {
             for m in ms {
-                let key = m.key.value.replace('~', "~0").replace('/', "~1");
-                collect_strings(&m.value, &format!("{ptr}/{key}"), out);
+                let len = ptr.len();
+                ptr.push('/');
+                for c in m.key.value.chars() {
+                    match c {
+                        '~' => ptr.push_str("~0"),
+                        '/' => ptr.push_str("~1"),
+                        c => ptr.push(c),
+                    }
+                }
+                collect_strings(&m.value, ptr, out);
+                ptr.truncate(len);
             }
         }
         _ => {}

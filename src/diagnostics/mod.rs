@@ -164,6 +164,8 @@ pub fn did_you_mean<'a>(
     candidates
         .into_iter()
         .filter(|c| *c != name)
+        // Edits ≥ the difference in characters, and a character is at most 4 bytes.
+        .filter(|c| c.len().abs_diff(name.len()) <= 4 * max)
         .map(|c| (edit_distance(name, c), c))
         .filter(|(d, _)| *d <= max)
         .min_by_key(|(d, _)| *d)

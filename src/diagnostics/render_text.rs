@@ -43,7 +43,10 @@ const CONTEXT: usize = 60;
 
 /// The text with every over-long labelled line cut down to windows around its labels, and a
 /// function mapping offsets of the original text into it. Line numbers are unchanged.
-fn excerpt(text: &str, spans: &[Range<usize>]) -> Option<(String, Vec<(usize, usize, usize)>)> {
+/// A piece of the original text copied into an excerpt: `(old_start, old_end, new_start)`.
+type Piece = (usize, usize, usize);
+
+fn excerpt(text: &str, spans: &[Range<usize>]) -> Option<(String, Vec<Piece>)> {
     let mut long = false;
     let mut out = String::with_capacity(text.len().min(64 * 1024));
     // (old_start, old_end, new_start) of every copied piece.
@@ -91,7 +94,7 @@ fn excerpt(text: &str, spans: &[Range<usize>]) -> Option<(String, Vec<(usize, us
     long.then_some((out, pieces))
 }
 
-fn map_offset(pieces: &[(usize, usize, usize)], pos: usize) -> usize {
+fn map_offset(pieces: &[Piece], pos: usize) -> usize {
     let mut last = 0;
     for &(os, oe, ns) in pieces {
         if pos < os {

@@ -114,7 +114,49 @@ pub struct TypeEnv {
     pub closed: bool,
     /// Names offered as "did you mean" suggestions, when wider than the bound names (the
     /// program checker binds only the names a condition uses).
-    candidates: Option<std::sync::Arc<[String]>>,
+    candidates: Option<std::sync::Arc<Suggestions>>,
+}
+
+/// A shared, memoised "did you mean" over a fixed set of names: each unknown name is looked up
+/// once per check, however many times it occurs (the check stays linear).
+#[derive(Debug, Default)]
+pub struct Suggestions {
+    names: Vec<String>,
+    cache: std::sync::Mutex<HashMap<String, Option<String>>>,
+}
+
+impl Suggestions {
+    pub fn new(mut names: Vec<String>) -> Self {
+        names.sort_unstable();
+        names.dedup();
+        Self {
+            names,
+            cache: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The closest name within the edit budget for `name`'s length (none for names of one or
+    /// two characters: `$b` is not a typo of `$a`).
+    pub fn suggest(&self, name: &str) -> Option<String> {
+        let max = suggestion_budget(name);
+        if max == 0 {
+            return None;
+        }
+        let compute =
+            || did_you_mean(name, self.names.iter().map(String::as_str), max).map(str::to_owned);
+        match self.cache.lock() {
+            Ok(mut cache) => cache.entry(name.to_owned()).or_insert_with(compute).clone(),
+            Err(_) => compute(),
+        }
+    }
+}
+
+fn suggestion_budget(name: &str) -> usize {
+    match name.chars().count() {
+        0..=2 => 0,
+        3..=5 => 1,
+        _ => 2,
+    }
 }
 
 impl TypeEnv {
@@ -132,27 +174,22 @@ impl TypeEnv {
     }
 
     /// Offer these names as suggestions instead of the bound ones.
-    pub fn with_candidates(&mut self, names: std::sync::Arc<[String]>) -> &mut Self {
+    pub fn with_candidates(&mut self, names: std::sync::Arc<Suggestions>) -> &mut Self {
         self.candidates = Some(names);
         self
     }
 
-    fn suggest(&self, name: &str) -> Option<&str> {
-        // Short names are too close to everything: `$b` is not a typo of `$a`.
-        let max = match name.chars().count() {
-            0..=2 => 0,
-            3..=5 => 1,
-            _ => 2,
-        };
+    fn suggest(&self, name: &str) -> Option<String> {
+        if let Some(c) = &self.candidates {
+            return c.suggest(name);
+        }
+        let max = suggestion_budget(name);
         if max == 0 {
             return None;
         }
-        if let Some(c) = &self.candidates {
-            return did_you_mean(name, c.iter().map(String::as_str), max);
-        }
         let mut names: Vec<&str> = self.names.keys().map(String::as_str).collect();
         names.sort_unstable();
-        did_you_mean(name, names, max)
+        did_you_mean(name, names, max).map(str::to_owned)
     }
 }
 

@@ -6,7 +6,6 @@ use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 use crate::expr::types::Type;
 use crate::json::{Kind, Member, Node, is_integer_text};
 use crate::source::Span;
-use std::collections::HashSet;
 
 /// Top-level fields, in the reference's order (plus the `inputs` extension).
 pub const FIELDS_PROGRAM: &[&str] = &[
@@ -135,14 +134,19 @@ impl Decoder {
         at: At<'_>,
         what: &str,
     ) -> Vec<(&'static str, &'n Member)> {
-        let mut seen = HashSet::new();
+        // Known fields are fewer than 64: a bit per field.
+        let mut seen = 0u64;
         let mut out = Vec::with_capacity(members.len());
         for m in members {
             let key = m.key.value.as_str();
-            match known.iter().find(|k| **k == key) {
-                Some(k) => {
-                    if seen.insert(*k) {
-                        out.push((*k, m));
+            match known.iter().position(|k| *k == key) {
+                Some(i) => {
+                    let bit = 1u64 << (i % 64);
+                    if seen & bit == 0 {
+                        seen |= bit;
+                        if let Some(k) = known.get(i) {
+                            out.push((*k, m));
+                        }
                     }
                 }
                 None => {
