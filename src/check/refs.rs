@@ -349,7 +349,11 @@ fn ref_diagnostics(
 
 /// The strings of an args tree that contain a `$`, with their JSON pointers (built in one
 /// buffer; only the strings kept allocate their pointer).
-pub(super) fn collect_strings<'n>(node: &'n Node, ptr: &mut String, out: &mut Vec<(String, &'n Str)>) {
+pub(super) fn collect_strings<'n>(
+    node: &'n Node,
+    ptr: &mut String,
+    out: &mut Vec<(String, &'n Str)>,
+) {
     match &node.kind {
         Kind::String(s) if s.value.contains('$') => out.push((ptr.clone(), s)),
         Kind::Array(items) => {
