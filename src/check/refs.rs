@@ -368,14 +368,7 @@ pub(super) fn collect_strings<'n>(
         Kind::Object(ms) => {
             for m in ms {
                 let len = ptr.len();
-                ptr.push('/');
-                for c in m.key.value.chars() {
-                    match c {
-                        '~' => ptr.push_str("~0"),
-                        '/' => ptr.push_str("~1"),
-                        c => ptr.push(c),
-                    }
-                }
+                crate::json::push_pointer_segment(ptr, &m.key.value);
                 collect_strings(&m.value, ptr, out);
                 ptr.truncate(len);
             }

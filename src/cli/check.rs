@@ -158,14 +158,7 @@ fn plural(n: usize, word: &str) -> String {
 pub fn run(args: &CheckArgs) -> u8 {
     let opts = Options::default();
     let files: Vec<Checked> = args.files.iter().map(|p| check_file(p, &opts)).collect();
-    let color = match args.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            use std::io::IsTerminal;
-            std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
-        }
-    };
+    let color = args.color.enabled_for_stdout();
     match args.format {
         CheckFormat::Human => {
             for f in &files {

@@ -53,12 +53,18 @@ pub enum ColorChoice {
 
 impl ColorChoice {
     fn enabled_for_stderr(self) -> bool {
+        self.enabled(std::io::stderr().is_terminal())
+    }
+
+    fn enabled_for_stdout(self) -> bool {
+        self.enabled(std::io::stdout().is_terminal())
+    }
+
+    fn enabled(self, terminal: bool) -> bool {
         match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
-            }
+            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && terminal,
         }
     }
 }

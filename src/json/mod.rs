@@ -109,6 +109,18 @@ impl Node {
     }
 }
 
+/// Append `/key` to a JSON pointer, escaping `~` and `/` (RFC 6901).
+pub fn push_pointer_segment(ptr: &mut String, key: &str) {
+    ptr.push('/');
+    for c in key.chars() {
+        match c {
+            '~' => ptr.push_str("~0"),
+            '/' => ptr.push_str("~1"),
+            c => ptr.push(c),
+        }
+    }
+}
+
 /// Whether a JSON number's text is an integer (no fraction, no exponent).
 pub fn is_integer_text(n: &str) -> bool {
     !n.contains(['.', 'e', 'E'])

@@ -76,14 +76,7 @@ struct At<'a> {
 fn child(ptr: &str, key: &str) -> String {
     let mut s = String::with_capacity(ptr.len() + key.len() + 1);
     s.push_str(ptr);
-    s.push('/');
-    for c in key.chars() {
-        match c {
-            '~' => s.push_str("~0"),
-            '/' => s.push_str("~1"),
-            c => s.push(c),
-        }
-    }
+    crate::json::push_pointer_segment(&mut s, key);
     s
 }
 
