@@ -517,12 +517,13 @@ impl Checker<'_> {
                     ),
                 ),
             };
-            let field = jump_field(step, ts);
+            let field = jump_field(step, target.id_str());
             let span = field
                 .and_then(|f| match f {
                     "then" => step.then.as_ref(),
                     "otherwise" => step.otherwise.as_ref(),
-                    _ => step.next_step.as_ref(),
+                    "next_step" => step.next_step.as_ref(),
+                    _ => None,
                 })
                 .map_or(Self::id_span(step), |t| t.span);
             let mut d = Diagnostic::new(code, span, msg)
@@ -649,13 +650,19 @@ impl Checker<'_> {
     }
 }
 
-/// The field of `step` that jumps to top-level step `to`.
-fn jump_field(step: &Step, _to: usize) -> Option<&'static str> {
+/// The field of `step` that jumps to the step with id `to`.
+fn jump_field(step: &Step, to: Option<&str>) -> Option<&'static str> {
+    let names = |t: &Option<program::Spanned<String>>| {
+        t.as_ref().map(|t| t.value.as_str()) == to && to.is_some()
+    };
     if step.step_type() == Some(StepType::Condition) {
-        if step.otherwise.is_some() {
+        if names(&step.then) {
+            Some("then")
+        } else if names(&step.otherwise) {
             Some("otherwise")
         } else {
-            Some("then")
+            // A skipped failing condition falls through in sequence (Q25).
+            Some("on_error")
         }
     } else if step.next_step.is_some() {
         Some("next_step")
