@@ -11,6 +11,7 @@ use super::names::SlotPath;
 use super::value::CmpKind;
 use crate::source::Span;
 use serde_json::Value;
+use smallvec::SmallVec;
 use std::fmt::Write as _;
 
 /// One instruction.
@@ -175,30 +176,27 @@ pub fn verify(chunk: Chunk) -> Result<Verified, VerifyError> {
     };
 
     // Forward pass: all predecessors of an instruction precede it (jumps go forward only).
-    let mut depth: Vec<Option<usize>> = vec![None; n];
+    let mut depth: SmallVec<[Option<usize>; 16]> = smallvec::smallvec![None; n];
     let mut max_stack = 0;
     if let Some(d) = depth.first_mut() {
         *d = Some(0);
     }
-    let merge = |depth: &mut Vec<Option<usize>>,
-                 pc: usize,
-                 at: usize,
-                 d: usize|
-     -> Result<(), VerifyError> {
-        match depth.get_mut(at) {
-            None => Err(VerifyError::FallsOff { pc }),
-            Some(slot @ None) => {
-                *slot = Some(d);
-                Ok(())
+    let merge =
+        |depth: &mut [Option<usize>], pc: usize, at: usize, d: usize| -> Result<(), VerifyError> {
+            match depth.get_mut(at) {
+                None => Err(VerifyError::FallsOff { pc }),
+                Some(slot @ None) => {
+                    *slot = Some(d);
+                    Ok(())
+                }
+                Some(Some(prev)) if *prev == d => Ok(()),
+                Some(Some(prev)) => Err(VerifyError::DepthMismatch {
+                    pc: at,
+                    a: *prev,
+                    b: d,
+                }),
             }
-            Some(Some(prev)) if *prev == d => Ok(()),
-            Some(Some(prev)) => Err(VerifyError::DepthMismatch {
-                pc: at,
-                a: *prev,
-                b: d,
-            }),
-        }
-    };
+        };
     for (pc, op) in chunk.code.iter().copied().enumerate() {
         let Some(d) = depth.get(pc).copied().flatten() else {
             return Err(VerifyError::Unreachable { pc });
@@ -239,7 +237,7 @@ pub fn verify(chunk: Chunk) -> Result<Verified, VerifyError> {
     }
 
     // Static cost: instructions on the longest path, computed backwards.
-    let mut cost = vec![0u32; n];
+    let mut cost: SmallVec<[u32; 16]> = smallvec::smallvec![0u32; n];
     for pc in (0..n).rev() {
         let op = chunk.code.get(pc).copied().unwrap_or(Op::Return);
         let succ = |i: usize| cost.get(i).copied().unwrap_or(0);

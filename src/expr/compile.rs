@@ -3,7 +3,7 @@
 //! forward jumps that keep the deciding value, and a `to_bool` is emitted only where a logic
 //! result is used as a value.
 
-use super::ast::{Expr, ExprKind, Lit, LogicOp};
+use super::ast::{Expr, ExprKind, Lit, LogicOp, Path};
 use super::bytecode::{Chunk, Op, Verified, VerifyError, verify};
 use super::names::SlotPath;
 use crate::source::Span;
@@ -29,11 +29,12 @@ struct Compiler {
 
 /// Compile an error-free AST to a verified chunk.
 pub fn compile(expr: &Expr) -> Result<Verified, CompileError> {
+    // Typical conditions need a handful of instructions; sizing up front avoids regrowth.
     let mut c = Compiler {
-        code: Vec::new(),
-        spans: Vec::new(),
-        consts: Vec::new(),
-        slots: Vec::new(),
+        code: Vec::with_capacity(8),
+        spans: Vec::with_capacity(8),
+        consts: Vec::with_capacity(4),
+        slots: Vec::with_capacity(4),
     };
     c.expr(expr, false)?;
     c.emit(Op::Return, expr.span);
@@ -52,11 +53,20 @@ impl Compiler {
         self.code.len() - 1
     }
 
-    fn slot(&mut self, path: SlotPath) -> Result<u16, CompileError> {
-        let i = match self.slots.iter().position(|s| *s == path) {
+    fn slot(&mut self, path: &Path) -> Result<u16, CompileError> {
+        // Compare with the slots so far before building (allocating) a new one.
+        let same = |s: &SlotPath| {
+            *s.root == *path.root
+                && s.segments.len() == path.segments.len()
+                && s.segments
+                    .iter()
+                    .zip(&path.segments)
+                    .all(|(a, b)| *a.key == **b)
+        };
+        let i = match self.slots.iter().position(same) {
             Some(i) => i,
             None => {
-                self.slots.push(path);
+                self.slots.push(SlotPath::new(path));
                 self.slots.len() - 1
             }
         };
@@ -86,7 +96,7 @@ impl Compiler {
                 self.emit(Op::LoadConst(i), e.span);
             }
             ExprKind::Var(p) => {
-                let i = self.slot(SlotPath::new(p))?;
+                let i = self.slot(p)?;
                 self.emit(Op::LoadSlot(i), e.span);
             }
             ExprKind::Not(inner) => {
@@ -98,13 +108,13 @@ impl Compiler {
                 let (lhs, rhs) = if swapped { (r, l) } else { (l, r) };
                 match (&lhs.kind, &rhs.kind) {
                     (ExprKind::Var(p), ExprKind::Lit(lit)) => {
-                        let s = self.slot(SlotPath::new(p))?;
+                        let s = self.slot(p)?;
                         let c = self.konst(lit)?;
                         self.emit(Op::CmpSlotConst(k, s, c), e.span);
                     }
                     (ExprKind::Lit(lit), ExprKind::Var(p)) => {
                         let c = self.konst(lit)?;
-                        let s = self.slot(SlotPath::new(p))?;
+                        let s = self.slot(p)?;
                         self.emit(Op::CmpConstSlot(k, c, s), e.span);
                     }
                     _ => {

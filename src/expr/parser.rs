@@ -9,11 +9,66 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
 use chumsky::error::{EmptyErr, LabelError, Rich, RichPattern, RichReason};
 use chumsky::extra;
-use chumsky::input::{Input as _, ValueInput};
-use chumsky::inspector::TruncateState;
+use chumsky::input::{Input, Stream, ValueInput};
 use chumsky::prelude::*;
 
-type Extra<Er> = extra::Full<Er, TruncateState<Diagnostic>, ()>;
+/// The parser's state: the condition text (token payloads are read from it by span) and the
+/// diagnostics the error productions report, truncated when chumsky backtracks past them.
+#[derive(Debug, Default)]
+pub struct State {
+    src: String,
+    diags: Vec<Diagnostic>,
+}
+
+impl State {
+    /// The source text of a token.
+    fn text(&self, span: Span) -> &str {
+        self.src.get(span.range()).unwrap_or_default()
+    }
+}
+
+impl<'a, I: Input<'a>> chumsky::inspector::Inspector<'a, I> for State {
+    type Checkpoint = usize;
+
+    #[inline(always)]
+    fn on_token(&mut self, _: &I::Token) {}
+
+    #[inline(always)]
+    fn on_save<'parse>(&self, _: &chumsky::input::Cursor<'a, 'parse, I>) -> usize {
+        self.diags.len()
+    }
+
+    #[inline(always)]
+    fn on_rewind<'parse>(&mut self, cp: &chumsky::input::Checkpoint<'a, 'parse, I, usize>) {
+        self.diags.truncate(*cp.inspector());
+    }
+}
+
+/// Tokens as the parser sees them: payloads erased (they are read back from the source by
+/// span), so the parser's types have no lifetime and each thread builds it once.
+type PTok = Tok<'static>;
+
+type Extra<Er> = extra::Full<Er, State, ()>;
+
+type Spanned = (PTok, Span);
+
+/// The parser's input: the tokens with their spans.
+type In = chumsky::input::MappedInput<
+    'static,
+    PTok,
+    Span,
+    Stream<std::vec::IntoIter<Spanned>>,
+    fn(Spanned) -> Spanned,
+>;
+
+type RichErr = Rich<'static, PTok, Span>;
+
+thread_local! {
+    // Building the combinator graph costs about as much as parsing a condition, so each thread
+    // builds each parser once.
+    static FAST: Boxed<'static, 'static, In, Expr, Extra<EmptyErr>> = parser().boxed();
+    static SLOW: Boxed<'static, 'static, In, Expr, Extra<RichErr>> = parser().boxed();
+}
 
 impl chumsky::span::Span for Span {
     type Context = ();
@@ -34,42 +89,92 @@ impl chumsky::span::Span for Span {
     }
 }
 
-fn push(state: &mut TruncateState<Diagnostic>, d: Diagnostic) {
-    state.push(d);
+fn push(state: &mut State, d: Diagnostic) {
+    state.diags.push(d);
 }
 
-/// Parse a lexed, limit-checked token stream. `src` is the condition text (for help texts).
+/// A token without its payload.
+fn erase(t: Tok<'_>) -> PTok {
+    match t {
+        Tok::Var(_) => Tok::Var(""),
+        Tok::Str(_) => Tok::Str(""),
+        Tok::Int(_) => Tok::Int(""),
+        Tok::Float(_) => Tok::Float(""),
+        Tok::Ident(_) => Tok::Ident(""),
+        Tok::True => Tok::True,
+        Tok::False => Tok::False,
+        Tok::None => Tok::None,
+        Tok::Eq => Tok::Eq,
+        Tok::Ne => Tok::Ne,
+        Tok::Lt => Tok::Lt,
+        Tok::Le => Tok::Le,
+        Tok::Gt => Tok::Gt,
+        Tok::Ge => Tok::Ge,
+        Tok::In => Tok::In,
+        Tok::Contains => Tok::Contains,
+        Tok::Not => Tok::Not,
+        Tok::And => Tok::And,
+        Tok::Or => Tok::Or,
+        Tok::LParen => Tok::LParen,
+        Tok::RParen => Tok::RParen,
+        Tok::Comma => Tok::Comma,
+        Tok::Invalid => Tok::Invalid,
+    }
+}
+
+/// A token with its payload read back from the source (the inverse of [`erase`]).
+fn restore<'s>(t: PTok, span: Span, src: &'s str) -> Tok<'s> {
+    let text = src.get(span.range()).unwrap_or_default();
+    match t {
+        Tok::Var(_) => Tok::Var(text.get(1..).unwrap_or_default()),
+        Tok::Str(_) => Tok::Str(text),
+        Tok::Int(_) => Tok::Int(text),
+        Tok::Float(_) => Tok::Float(text),
+        Tok::Ident(_) => Tok::Ident(text),
+        other => other,
+    }
+}
+
+fn input(src: &str, tokens: &[(Tok<'_>, Span)]) -> In {
+    let tokens: Vec<Spanned> = tokens.iter().map(|&(t, s)| (erase(t), s)).collect();
+    Stream::from_iter(tokens).map(Span::point(src.len()), (|t| t) as fn(Spanned) -> Spanned)
+}
+
+/// Parse a lexed, limit-checked token stream. `src` is the condition text.
 pub fn parse(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagnostic>) {
-    let eoi = Span::point(src.len());
+    let mut state = State {
+        src: src.to_owned(),
+        diags: Vec::new(),
+    };
 
     // Fast path: the same grammar with an error type that records nothing. Most conditions
     // are valid, and chumsky's bookkeeping of expected tokens dominates a valid parse.
-    let mut state = TruncateState::from(Vec::new());
-    let fast =
-        parser::<_, EmptyErr>(src).parse_with_state(tokens.split_token_span(eoi), &mut state);
-    if !fast.has_errors()
-        && state.0.is_empty()
-        && let Some(expr) = fast.into_output()
-    {
+    let fast = FAST.with(|p| {
+        let out = p.parse_with_state(input(src, tokens), &mut state);
+        match (out.has_errors(), state.diags.is_empty()) {
+            (false, true) => out.into_output(),
+            _ => None,
+        }
+    });
+    if let Some(expr) = fast {
         return (Some(expr), Vec::new());
     }
 
     // Slow path: rich errors with what was expected, and recovery.
-    let mut state = TruncateState::from(Vec::new());
-    let (out, errs) = parser::<_, Rich<'_, Tok<'_>, Span>>(src)
-        .parse_with_state(tokens.split_token_span(eoi), &mut state)
-        .into_output_errors();
-    let mut diags: Vec<Diagnostic> = state.0;
-    diags.extend(errs.into_iter().map(|e| rich_to_diag(&e)));
+    state.diags.clear();
+    let (out, errs) = SLOW.with(|p| {
+        p.parse_with_state(input(src, tokens), &mut state)
+            .into_output_errors()
+    });
+    let mut diags = state.diags;
+    diags.extend(errs.into_iter().map(|e| rich_to_diag(&e, src)));
     (out, diags)
 }
 
-fn parser<'t, 's: 't, 'src: 't, I, Er>(
-    src: &'src str,
-) -> impl Parser<'t, I, Expr, Extra<Er>> + Clone
+fn parser<'a, I, Er>() -> impl Parser<'a, I, Expr, Extra<Er>> + Clone
 where
-    I: ValueInput<'t, Token = Tok<'s>, Span = Span>,
-    Er: chumsky::error::Error<'t, I> + LabelError<'t, I, &'static str> + 't,
+    I: ValueInput<'a, Token = PTok, Span = Span>,
+    Er: chumsky::error::Error<'a, I> + LabelError<'a, I, &'static str> + 'a,
 {
     recursive(move |expr| {
         // Everything between a call's parentheses, balanced (the lexer balanced them).
@@ -87,21 +192,40 @@ where
             .map_with(|(), e| -> Span { e.span() });
 
         let literal = select! {
-            Tok::Int(s) => Lit::Int(s.parse().unwrap_or_default()),
-            Tok::Float(s) => Lit::Float(s.parse().unwrap_or_default()),
-            Tok::Str(s) => Lit::Str(unescape(s)),
-            Tok::True => Lit::Bool(true),
-            Tok::False => Lit::Bool(false),
-            Tok::None => Lit::Null,
+            Tok::Int(_) => 0u8,
+            Tok::Float(_) => 1,
+            Tok::Str(_) => 2,
+            Tok::True => 3,
+            Tok::False => 4,
+            Tok::None => 5,
         }
-        .map_with(|l, e| Expr::new(ExprKind::Lit(l), e.span()));
+        .map_with(|kind, e| {
+            let span = e.span();
+            let state: &mut State = e.state();
+            let text = state.text(span);
+            let lit = match kind {
+                0 => Lit::Int(text.parse().unwrap_or_default()),
+                1 => Lit::Float(text.parse().unwrap_or_default()),
+                2 => Lit::Str(unescape(text)),
+                3 => Lit::Bool(true),
+                4 => Lit::Bool(false),
+                _ => Lit::Null,
+            };
+            Expr::new(ExprKind::Lit(lit), span)
+        });
 
-        let var = select! { Tok::Var(v) => v }
-            .map_with(|v, e| -> (&str, Span) { (v, e.span()) })
+        let var = select! { Tok::Var(_) => () }
+            .map_with(|(), e| -> Span { e.span() })
             .then(call_args.clone().or_not())
-            .map_with(|((v, vspan), call), e| match call {
-                None => Expr::new(ExprKind::Var(Path::parse(v)), vspan),
+            .map_with(|(vspan, call), e| match call {
+                None => {
+                    let state: &mut State = e.state();
+                    let text = state.text(vspan);
+                    Expr::new(ExprKind::Var(Path::parse(text.get(1..).unwrap_or_default())), vspan)
+                }
                 Some(args) => {
+                    let state: &mut State = e.state();
+                    let v = state.text(vspan).get(1..).unwrap_or_default().to_owned();
                     let method = v.rsplit_once('.').map(|(_, m)| m);
                     let (primary, value) = match method {
                         // `.lower()`: from the dot before the method to the `)`.
@@ -130,10 +254,13 @@ where
                 }
             });
 
-        let word = select! { Tok::Ident(w) => w }
-            .map_with(|w, e| -> (&str, Span) { (w, e.span()) })
+        let word = select! { Tok::Ident(_) => () }
+            .map_with(|(), e| -> Span { e.span() })
             .then(call_args.or_not())
-            .map_with(|((w, wspan), call), e| {
+            .map_with(|(wspan, call), e| {
+                let state: &mut State = e.state();
+                let w = state.text(wspan).to_owned();
+                let w = w.as_str();
                 let d = match call {
                     Some(args) => Diagnostic::new(
                         Code::CallSyntax,
@@ -175,7 +302,7 @@ where
             end().map_with(|(), e| (None, e.span())),
         ))
         .rewind()
-        .map_with(|(found, span): (Option<Tok<'s>>, Span), e| {
+        .map_with(|(found, span): (Option<PTok>, Span), e| {
             let d = match found {
                 // A zero-width `)` is the one the lexer added for an unclosed `(`.
                 Some(t) if !(t == Tok::RParen && span.is_empty()) => {
@@ -190,7 +317,7 @@ where
         let operand = choice((literal, var, word, invalid, parens, missing_value)).labelled("a value");
 
         let missing_op = any()
-            .filter(|t: &Tok<'s>| {
+            .filter(|t: &PTok| {
                 matches!(
                     t,
                     Tok::Var(_) | Tok::Str(_) | Tok::Int(_) | Tok::Float(_) | Tok::True | Tok::False | Tok::None | Tok::Invalid
@@ -198,10 +325,13 @@ where
             })
             .map_with(|t, e| (t, e.span()))
             .rewind()
-            .map_with(|(t, span): (Tok<'s>, Span), e| {
+            .map_with(|(t, span): (PTok, Span), e| {
+                let state: &mut State = e.state();
+                let t = restore(t, span, &state.src);
+                let message = format!("unexpected {}", describe(&t));
                 push(
-                    e.state(),
-                    Diagnostic::new(Code::UnexpectedToken, span, format!("unexpected {}", describe(&t)))
+                    state,
+                    Diagnostic::new(Code::UnexpectedToken, span, message)
                         .with_label("expected an operator before this value")
                         .with_help("two values in a row need an operator between them, e.g. `==` or `and`"),
                 );
@@ -234,7 +364,8 @@ where
                     return Expr::new(ExprKind::Error, e.span());
                 }
                 if let Some(((op2, op2_span), rhs2)) = it.as_slice().first() {
-                    let text = |s: Span| src.get(s.range()).unwrap_or("…");
+                    let state: &mut State = e.state();
+                    let text = |s: Span| state.src.get(s.range()).unwrap_or("…");
                     let (l, r) = (text(first.span), text(rhs.span));
                     let help = format!(
                         "join two comparisons with `and`: `{l} {} {r} and {r} {} {}`",
@@ -277,8 +408,9 @@ where
             .clone()
             .map(Chain::start)
             .foldl(logic_op.then(unary).repeated(), Chain::push)
-            .map_with(move |chain: Chain, e| {
-                if let Some(d) = chain.mixed(src) {
+            .map_with(|chain: Chain, e| {
+                let state: &mut State = e.state();
+                if let Some(d) = chain.mixed(&state.src) {
                     push(e.state(), d);
                 }
                 chain.expr
@@ -382,8 +514,9 @@ fn describe(t: &Tok<'_>) -> String {
     }
 }
 
-fn rich_to_diag(e: &Rich<'_, Tok<'_>, Span>) -> Diagnostic {
+fn rich_to_diag(e: &RichErr, src: &str) -> Diagnostic {
     let span = *e.span();
+    let found = e.found().map(|t| restore(*t, span, src));
     let mut expected: Vec<String> = e
         .expected()
         .filter_map(|p| match p {
@@ -402,7 +535,7 @@ fn rich_to_diag(e: &Rich<'_, Tok<'_>, Span>) -> Diagnostic {
         [one] => Some(format!("expected {one}")),
         [init @ .., last] => Some(format!("expected {} or {last}", init.join(", "))),
     };
-    match (e.reason(), e.found()) {
+    match (e.reason(), found.as_ref()) {
         (RichReason::Custom(msg), _) => Diagnostic::new(Code::UnexpectedToken, span, msg.clone()),
         (_, None) => {
             let d = Diagnostic::new(Code::UnexpectedEnd, span, "unexpected end of condition");

@@ -193,3 +193,52 @@ fn exec<'a, const METERED: bool>(
         pc += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::expr::names::Context;
+    use crate::expr::{Limits, analyze, env_from_context, interp};
+
+    /// The metered and unmetered loops agree, and a starved run stops exactly at its fuel.
+    #[test]
+    fn fuel_and_stack_paths() {
+        let ctx: Context = serde_json::from_value(serde_json::json!({
+            "step_outputs": {"s": {"tags": ["a", "b"]}, "n": 3},
+            "data": {"a": 7, "b": "x", "c": 2, "t": true, "z": 0}
+        }))
+        .unwrap();
+        let env = env_from_context(&ctx);
+        for src in [
+            "$a == 7",
+            "($a >= 10 or $b != 'x') and $c < 3",
+            "not $z",
+            "($t and $z) == ($z or $t)",
+            "(not $a) in $s.tags",
+            "'a' in $s.tags and $n > 2.5",
+            "($a < 1 or $c < 1) == False or $missing == None",
+            "$b contains 'x' and not not $t",
+        ] {
+            let a = analyze(src, &env, &Limits::default());
+            let cond = a
+                .condition
+                .unwrap_or_else(|| panic!("{src}: {:?}", a.diagnostics));
+            let chunk = cond.chunk();
+            let full = run(chunk, &FromScope(&ctx));
+            let oracle = interp::eval(a.ast.as_ref().unwrap(), &ctx);
+            assert_eq!(full.map(|o| o.value), oracle, "{src}");
+            let values = resolve_slots(chunk, &ctx);
+            assert_eq!(run(chunk, &Resolved(&values)), full, "{src}");
+            for fuel in 0..=chunk.cost() + 1 {
+                match run_with_fuel(chunk, &FromScope(&ctx), fuel) {
+                    Err(RuntimeError::FuelExhausted { used, .. }) => {
+                        assert_eq!(used, fuel, "{src}");
+                        assert!(full.is_ok_and(|o| o.fuel_used > fuel), "{src}");
+                    }
+                    other => assert_eq!(other, full, "{src} with fuel {fuel}"),
+                }
+            }
+        }
+    }
+}
