@@ -218,7 +218,7 @@ impl CmpKind {
 }
 
 /// Apply a comparison to `lhs OP rhs`.
-#[inline]
+#[inline(always)]
 pub fn compare(op: CmpKind, lhs: &Value, rhs: &Value) -> Result<bool, Mismatch> {
     // Fast paths for the shapes conditions compare most (string with string, integer with
     // integer); they give exactly what the general rules below give.
@@ -254,6 +254,7 @@ pub fn compare(op: CmpKind, lhs: &Value, rhs: &Value) -> Result<bool, Mismatch> 
     compare_general(op, lhs, rhs)
 }
 
+#[inline(never)]
 fn compare_general(op: CmpKind, lhs: &Value, rhs: &Value) -> Result<bool, Mismatch> {
     Ok(match op {
         CmpKind::Eq => py_eq(lhs, rhs),
