@@ -72,13 +72,6 @@ impl Report {
     pub fn valid(&self) -> bool {
         !has_errors(&self.diagnostics)
     }
-
-    pub fn count(&self, severity: crate::diagnostics::Severity) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .count()
-    }
 }
 
 /// What `nanovm graph` draws: steps, edges and reachability.
@@ -110,17 +103,7 @@ pub struct ViewEdge {
 /// Check a file's bytes: UTF-8 first, then [`check_source`].
 pub fn check_bytes(bytes: &[u8], opts: &Options) -> (Report, Option<String>) {
     if bytes.len() > opts.json.max_bytes {
-        let d = Diagnostic::new(
-            Code::FileTooLarge,
-            Span::point(0),
-            format!(
-                "the file is {} bytes; the limit is {} bytes",
-                bytes.len(),
-                opts.json.max_bytes
-            ),
-        )
-        .with_label("refused before reading")
-        .with_help("programs are small; a file this large is probably not a program");
+        let d = json::too_large("the file", bytes.len() as u64, opts.json.max_bytes);
         return (
             Report {
                 diagnostics: vec![d],
@@ -134,9 +117,10 @@ pub fn check_bytes(bytes: &[u8], opts: &Options) -> (Report, Option<String>) {
         Ok(text) => (check_source(text, opts), None),
         Err(e) => {
             let at = e.valid_up_to();
-            // Show the valid prefix so the position can be rendered.
+            // The lossy text is what gets rendered; its first `at` bytes are the valid prefix,
+            // so the replacement character starts at `at`.
             let text = String::from_utf8_lossy(bytes).into_owned();
-            let start = String::from_utf8_lossy(bytes.get(..at).unwrap_or_default()).len();
+            let start = at;
             let d = Diagnostic::new(
                 Code::InvalidUtf8,
                 Span::new(start, start + '\u{FFFD}'.len_utf8()),

@@ -117,17 +117,11 @@ fn check_file(path: &Path, opts: &Options) -> Checked {
         Err(e) => io(format!("cannot read `{name}`: {e}")),
         Ok(Input::TooLarge(size)) => Checked {
             source: SourceFile::new(name.clone(), String::new()),
-            diagnostics: vec![
-                Diagnostic::new(
-                    Code::FileTooLarge,
-                    Span::point(0),
-                    format!(
-                        "`{name}` is {size} bytes; the limit is {} bytes",
-                        opts.json.max_bytes
-                    ),
-                )
-                .with_help("programs are small; a file this large is probably not a program"),
-            ],
+            diagnostics: vec![crate::json::too_large(
+                &format!("`{name}`"),
+                size,
+                opts.json.max_bytes,
+            )],
             io_error: false,
             graph: None,
         },

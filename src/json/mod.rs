@@ -109,6 +109,18 @@ impl Node {
     }
 }
 
+/// NV0004: `what` (the document, a file) is `size` bytes, over `limit`. The one wording for
+/// every layer that enforces the size limit.
+pub fn too_large(what: &str, size: u64, limit: usize) -> Diagnostic {
+    Diagnostic::new(
+        Code::FileTooLarge,
+        Span::point(0),
+        format!("{what} is {size} bytes; the limit is {limit} bytes"),
+    )
+    .with_label("refused before parsing")
+    .with_help("programs are small; a file this large is probably not a program")
+}
+
 /// Append `/key` to a JSON pointer, escaping `~` and `/` (RFC 6901).
 pub fn push_pointer_segment(ptr: &mut String, key: &str) {
     ptr.push('/');
@@ -155,19 +167,11 @@ pub fn parse(text: &str, limits: &Limits) -> Parsed {
         diagnostics: vec![d],
     };
     if text.len() > limits.max_bytes {
-        return fail(
-            Diagnostic::new(
-                Code::FileTooLarge,
-                Span::point(0),
-                format!(
-                    "the document is {} bytes; the limit is {} bytes",
-                    text.len(),
-                    limits.max_bytes
-                ),
-            )
-            .with_label("refused before parsing")
-            .with_help("programs are small; a file this large is probably not a program"),
-        );
+        return fail(too_large(
+            "the document",
+            text.len() as u64,
+            limits.max_bytes,
+        ));
     }
     if let Some(at) = too_deep(text, limits.max_depth) {
         return fail(
