@@ -4,6 +4,7 @@
 pub mod check;
 pub mod cli;
 pub mod diagnostics;
+pub mod exec;
 pub mod expr;
 pub mod json;
 pub mod program;

@@ -4,6 +4,7 @@
 //! diagnostic of the file in one pass; a [`CheckedProgram`] comes out only when there is no
 //! error, and only this module can build one.
 
+pub mod catalog;
 pub mod graph;
 mod refs;
 
@@ -17,11 +18,14 @@ use std::collections::HashMap;
 
 pub use refs::{Part, Template};
 
-/// Input limits of one check.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Input limits of one check, and the tool catalog when there is one.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
     pub json: json::Limits,
     pub expr: expr::Limits,
+    /// The tools a run can call. When present, a tool step naming a tool the catalog lacks
+    /// or the policy denies is an error, and tool outputs are typed by their schemas.
+    pub catalog: Option<std::sync::Arc<catalog::Catalog>>,
 }
 
 /// A program that passed every check: its graph, verified conditions and parsed templates.
