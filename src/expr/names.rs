@@ -182,20 +182,27 @@ pub fn step<'a>(v: &'a Value, seg: &Segment) -> Step<'a> {
 }
 
 /// Resolve a path in a scope. Never fails: anything missing is `None`.
+#[inline]
 pub fn resolve<'a, S: Scope + ?Sized>(scope: &'a S, path: &SlotPath) -> &'a Value {
+    lookup(scope, path).unwrap_or(&NULL)
+}
+
+/// Resolve a path in a scope, telling a missing name or key (`None`) from a present `null`:
+/// interpolation keeps an unresolvable `$path` verbatim (Q19).
+pub fn lookup<'a, S: Scope + ?Sized>(scope: &'a S, path: &SlotPath) -> Option<&'a Value> {
     let (mut v, is_step) = match scope.root(&path.root) {
         Root::Step(v) => (v, true),
         Root::Data(v) => (v, false),
-        Root::Missing => return &NULL,
+        Root::Missing => return None,
     };
     for seg in path.segments_after_root(is_step) {
         match step(v, seg) {
             Step::Into(x) => v = x,
             Step::Skip => {}
-            Step::Missing => return &NULL,
+            Step::Missing => return None,
         }
     }
-    v
+    Some(v)
 }
 
 #[cfg(test)]

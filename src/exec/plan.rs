@@ -1,0 +1,242 @@
+//! A checked program prepared for running: every step's texts and args split into literal
+//! parts and `$references` once (from the checker's templates), so a run only looks values up.
+
+use super::state::State;
+use crate::check::{CheckedProgram, Part, Template};
+use crate::expr::names::lookup;
+use crate::json::{Kind, Node, push_pointer_segment};
+use crate::program::{OnError, OnTimeout, Step, StepType};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// A prompt or system text.
+#[derive(Debug, Clone)]
+pub(crate) enum Text {
+    Lit(String),
+    Tpl(Template),
+}
+
+/// An `args` value: constant subtrees stay as they are.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Const(Value),
+    Tpl(Template),
+    Array(Vec<Arg>),
+    Object(Vec<(String, Arg)>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StepPlan {
+    pub id: String,
+    pub kind: StepType,
+    pub prompt: Option<Text>,
+    pub system: Option<Text>,
+    pub tool: String,
+    pub args: Option<Arg>,
+    pub output_key: Option<String>,
+    pub on_error: OnError,
+    pub max_retries: u32,
+    pub allowed: Option<Vec<String>>,
+    pub timeout: Option<Duration>,
+    pub on_timeout: OnTimeout,
+    pub max_concurrency: Option<usize>,
+    /// The condition as written (for messages).
+    pub condition: String,
+    pub subs: Vec<StepPlan>,
+}
+
+/// A checked program ready to run (build once, run many times).
+#[derive(Debug, Clone)]
+pub struct Runnable {
+    checked: CheckedProgram,
+    pub(crate) steps: Vec<StepPlan>,
+    pub(crate) name: String,
+    pub(crate) max_steps: Option<u64>,
+    pub(crate) max_stalled_steps: Option<u64>,
+    pub(crate) max_tokens: Option<u64>,
+}
+
+impl Runnable {
+    pub fn new(checked: CheckedProgram) -> Self {
+        let p = checked.program();
+        let steps = p.steps.iter().map(|s| step_plan(&checked, s)).collect();
+        Self {
+            name: p.name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
+            max_steps: p.max_steps.as_ref().map(|v| v.value),
+            max_stalled_steps: p.max_stalled_steps.as_ref().map(|v| v.value),
+            max_tokens: p.max_tokens.as_ref().map(|v| v.value),
+            steps,
+            checked,
+        }
+    }
+
+    pub fn checked(&self) -> &CheckedProgram {
+        &self.checked
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Top-level step ids, in order.
+    pub fn step_ids(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().map(|s| s.id.as_str())
+    }
+}
+
+fn step_plan(checked: &CheckedProgram, s: &Step) -> StepPlan {
+    let text = |field: &str, t: &Option<crate::json::Str>| {
+        t.as_ref()
+            .map(|t| match checked.text(&format!("{}/{field}", s.pointer)) {
+                Some(tpl) => Text::Tpl(tpl.clone()),
+                None => Text::Lit(t.value.clone()),
+            })
+    };
+    let args = s.args.as_ref().map(|a| {
+        let mut ptr = format!("{}/args", s.pointer);
+        arg_plan(checked, a, &mut ptr)
+    });
+    StepPlan {
+        id: s.id_str().unwrap_or_default().to_owned(),
+        kind: s.step_type().unwrap_or(StepType::Tool),
+        prompt: text("prompt", &s.prompt),
+        system: text("system", &s.system),
+        tool: s.tool.as_ref().map(|t| t.value.clone()).unwrap_or_default(),
+        args,
+        output_key: s.output_key.as_ref().map(|k| k.value.clone()),
+        on_error: s.on_error(),
+        max_retries: s.max_retries(),
+        allowed: s
+            .allowed_outputs
+            .as_ref()
+            .map(|a| a.value.iter().map(|v| v.value.clone()).collect()),
+        timeout: s
+            .timeout_seconds
+            .as_ref()
+            .and_then(|t| Duration::try_from_secs_f64(t.value).ok()),
+        on_timeout: s.on_timeout(),
+        max_concurrency: s
+            .max_concurrency
+            .as_ref()
+            .map(|m| usize::try_from(m.value).unwrap_or(usize::MAX).max(1)),
+        condition: s
+            .condition
+            .as_ref()
+            .map(|c| c.value.clone())
+            .unwrap_or_default(),
+        subs: s
+            .parallel_steps
+            .iter()
+            .map(|c| step_plan(checked, c))
+            .collect(),
+    }
+}
+
+fn arg_plan(checked: &CheckedProgram, node: &Node, ptr: &mut String) -> Arg {
+    match &node.kind {
+        Kind::String(_) => match checked.text(ptr) {
+            Some(t) => Arg::Tpl(t.clone()),
+            None => Arg::Const(node.to_value()),
+        },
+        Kind::Array(items) => {
+            let plans: Vec<Arg> = items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let len = ptr.len();
+                    ptr.push('/');
+                    ptr.push_str(&i.to_string());
+                    let p = arg_plan(checked, x, ptr);
+                    ptr.truncate(len);
+                    p
+                })
+                .collect();
+            if plans.iter().all(|p| matches!(p, Arg::Const(_))) {
+                Arg::Const(node.to_value())
+            } else {
+                Arg::Array(plans)
+            }
+        }
+        Kind::Object(ms) => {
+            let mut plans: Vec<(String, Arg)> = Vec::with_capacity(ms.len());
+            for m in ms {
+                // Duplicate keys: the first wins, as everywhere in nanovm.
+                if plans.iter().any(|(k, _)| *k == m.key.value) {
+                    continue;
+                }
+                let len = ptr.len();
+                push_pointer_segment(ptr, &m.key.value);
+                plans.push((m.key.value.clone(), arg_plan(checked, &m.value, ptr)));
+                ptr.truncate(len);
+            }
+            if plans.iter().all(|(_, p)| matches!(p, Arg::Const(_))) {
+                Arg::Const(node.to_value())
+            } else {
+                Arg::Object(plans)
+            }
+        }
+        _ => Arg::Const(node.to_value()),
+    }
+}
+
+/// Write a value into text: a string as itself, anything else as compact JSON in the key
+/// order it has (Q16).
+fn push_value(out: &mut String, v: &Value) {
+    match v {
+        Value::String(s) => out.push_str(s),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Interpolate a template into text. An unresolvable `$path` stays as written (Q19).
+pub(crate) fn render_template(t: &Template, state: &State) -> String {
+    if let [Part::Ref { path, raw }] = t.parts.as_slice() {
+        return match lookup(state, path) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => raw.clone(),
+        };
+    }
+    let mut out = String::new();
+    for part in &t.parts {
+        match part {
+            Part::Lit(s) => out.push_str(s),
+            Part::Ref { path, raw } => match lookup(state, path) {
+                Some(v) => push_value(&mut out, v),
+                None => out.push_str(raw),
+            },
+        }
+    }
+    out
+}
+
+pub(crate) fn render_text(t: &Text, state: &State) -> String {
+    match t {
+        Text::Lit(s) => s.clone(),
+        Text::Tpl(t) => render_template(t, state),
+    }
+}
+
+/// Resolve an `args` value: a string that is exactly one `$path` takes the referenced
+/// value with its type (Q17); any other string is interpolated; nested objects and lists
+/// are resolved too (Q15).
+pub(crate) fn render_arg(a: &Arg, state: &State) -> Value {
+    match a {
+        Arg::Const(v) => v.clone(),
+        Arg::Tpl(t) => match t.single() {
+            Some(path) => match lookup(state, path) {
+                Some(v) => v.clone(),
+                None => Value::String(render_template(t, state)),
+            },
+            None => Value::String(render_template(t, state)),
+        },
+        Arg::Array(items) => Value::Array(items.iter().map(|x| render_arg(x, state)).collect()),
+        Arg::Object(ms) => {
+            let mut m = Map::with_capacity(ms.len());
+            for (k, x) in ms {
+                m.insert(k.clone(), render_arg(x, state));
+            }
+            Value::Object(m)
+        }
+    }
+}

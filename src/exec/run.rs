@@ -1,0 +1,843 @@
+//! The run loop. Control flow comes only from the checker's [`Graph`](crate::check::graph::Graph)
+//! (`after`, `branch`, `skipped_condition`); this file decides what a step does, not where the
+//! run goes next.
+
+use super::adapter::{CallError, Llm, LlmRequest, Tools, Usage, fmt_duration};
+use super::canon::merkle_root;
+use super::plan::{Runnable, StepPlan, render_arg, render_text};
+use super::state::State;
+use super::trace::{ErrorClass, Failure, Metrics, Status, StepRecord, StepStatus, Trace};
+use crate::check::graph::{Entry, Next};
+use crate::program::{OnError, OnTimeout, StepType};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Sees steps as they run (the CLI's progress line).
+pub trait Observer: Send + Sync + Debug {
+    fn step_started(&self, _step_id: &str, _number: u64) {}
+    fn step_finished(&self, _record: &StepRecord) {}
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Delay before the first retry; each further retry doubles it (the reference: 1 s).
+    pub backoff_base: Duration,
+    /// Upper bound of one retry delay (the reference: 30 s).
+    pub backoff_max: Duration,
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            observer: None,
+        }
+    }
+}
+
+/// Who resumes a suspended run (the reference's `WebhookEvent.source`); the payload and the
+/// source are data keys `__webhook__` and `__webhook_source__` of the resumed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Source {
+    #[default]
+    Webhook,
+    Operator,
+    Timer,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "WEBHOOK",
+            Source::Operator => "OPERATOR",
+            Source::Timer => "TIMER",
+        }
+    }
+}
+
+/// Where a suspended run continues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Continue {
+    pub index: usize,
+    pub step_id: String,
+    /// Entered from a condition branch (the branch-leaf rule applies after it).
+    pub branch: bool,
+}
+
+/// Everything needed to resume a suspended run (serialisable; the store persists it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub version: u32,
+    pub program_name: String,
+    pub suspended_step_id: String,
+    /// `None`: the suspended step was the last one; resuming ends the run with success.
+    pub next: Option<Continue>,
+    pub state: State,
+    pub trace: Trace,
+    /// Top-level steps executed so far (for `max_steps`).
+    pub executed: u64,
+}
+
+const CURSOR_VERSION: u32 = 1;
+
+/// Why a cursor cannot be resumed with a program.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("the cursor has version {0}; this nanovm reads version {CURSOR_VERSION}")]
+    Version(u32),
+    #[error("the cursor belongs to program `{cursor}`, not `{program}`")]
+    ProgramMismatch { cursor: String, program: String },
+    #[error("the run is not suspended (status {0})")]
+    NotSuspended(&'static str),
+}
+
+/// The result of a run: the trace, and a cursor when the run is suspended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub trace: Trace,
+    pub cursor: Option<Cursor>,
+}
+
+/// Runs programs with one LLM and one tool registry.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    llm: Arc<dyn Llm>,
+    tools: Arc<dyn Tools>,
+    opts: RunOptions,
+}
+
+impl Runtime {
+    pub fn new(llm: Arc<dyn Llm>, tools: Arc<dyn Tools>) -> Self {
+        Self {
+            llm,
+            tools,
+            opts: RunOptions::default(),
+        }
+    }
+
+    pub fn with_options(mut self, opts: RunOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Run a program from its first step with a fresh random trace id.
+    pub async fn run(&self, prog: &Runnable, context: Map<String, Value>) -> Outcome {
+        self.run_as(prog, context, uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// Run a program under a given trace id.
+    pub async fn run_as(
+        &self,
+        prog: &Runnable,
+        context: Map<String, Value>,
+        trace_id: String,
+    ) -> Outcome {
+        let trace = Trace {
+            trace_id,
+            program_name: prog.name.clone(),
+            status: Status::Suspended,
+            steps: Vec::new(),
+            final_output: Value::Null,
+            error: None,
+            failure: None,
+            started_at: now(),
+            finished_at: None,
+            duration_ms: 0.0,
+            state_snapshots: Vec::new(),
+            snapshot_root: String::new(),
+            suspended_step_id: None,
+            step_metrics: Metrics::default(),
+            total_tokens: 0,
+            cost_usd: None,
+        };
+        let start = (!prog.steps.is_empty()).then_some((0, Entry::Sequence));
+        Run::new(self, prog, State::new(context), trace, 0)
+            .drive(start)
+            .await
+    }
+
+    /// Continue a suspended run: the payload and its source become data keys `__webhook__`
+    /// and `__webhook_source__`, and the run goes on where the suspended step's own
+    /// continuation leads (Q37).
+    pub async fn resume(
+        &self,
+        prog: &Runnable,
+        cursor: Cursor,
+        payload: Value,
+        source: Source,
+    ) -> Result<Outcome, ResumeError> {
+        if cursor.version != CURSOR_VERSION {
+            return Err(ResumeError::Version(cursor.version));
+        }
+        if cursor.program_name != prog.name {
+            return Err(ResumeError::ProgramMismatch {
+                cursor: cursor.program_name,
+                program: prog.name.clone(),
+            });
+        }
+        if cursor.trace.status != Status::Suspended {
+            return Err(ResumeError::NotSuspended(cursor.trace.status.as_str()));
+        }
+        let mut state = cursor.state;
+        state.data.insert("__webhook__".to_owned(), payload);
+        state.data.insert(
+            "__webhook_source__".to_owned(),
+            Value::String(source.as_str().to_owned()),
+        );
+        let mut trace = cursor.trace;
+        trace.suspended_step_id = None;
+        let run = Run::new(self, prog, state, trace, cursor.executed);
+        let start = match cursor.next {
+            None => None,
+            Some(c) => {
+                if prog.steps.get(c.index).map(|s| s.id.as_str()) != Some(c.step_id.as_str()) {
+                    let msg = format!("resume: step_id '{}' not found in program", c.step_id);
+                    return Ok(run.finish(
+                        Status::Failed,
+                        Some(Failure {
+                            class: ErrorClass::ResumeTargetMissing,
+                            step_id: Some(cursor.suspended_step_id),
+                            target: Some(c.step_id),
+                        }),
+                        Some(msg),
+                    ));
+                }
+                let entry = if c.branch {
+                    Entry::Branch
+                } else {
+                    Entry::Sequence
+                };
+                Some((c.index, entry))
+            }
+        };
+        Ok(run.drive(start).await)
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A step failure before `on_error` is applied.
+#[derive(Debug)]
+struct Fail {
+    class: ErrorClass,
+    message: String,
+    subs: Vec<StepRecord>,
+}
+
+impl Fail {
+    fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            subs: Vec::new(),
+        }
+    }
+
+    fn call(e: CallError) -> Self {
+        let class = match e {
+            CallError::NotRegistered(_) => ErrorClass::ToolNotRegistered,
+            _ => ErrorClass::StepError,
+        };
+        Self::new(class, e.to_string())
+    }
+}
+
+/// What one attempt of a step produced.
+#[derive(Debug)]
+struct Done {
+    output: Value,
+    usage: Option<Usage>,
+    subs: Vec<StepRecord>,
+    fuel: Option<u32>,
+    /// A condition's value.
+    branch: Option<bool>,
+}
+
+impl Done {
+    fn output(output: Value) -> Self {
+        Self {
+            output,
+            usage: None,
+            subs: Vec::new(),
+            fuel: None,
+            branch: None,
+        }
+    }
+}
+
+/// How a top-level step ended, after retries and `on_error`.
+#[derive(Debug)]
+enum Ended {
+    Success { branch: Option<bool> },
+    Skipped,
+    Pending,
+    Failed(ErrorClass),
+}
+
+struct Run<'r> {
+    rt: &'r Runtime,
+    prog: &'r Runnable,
+    state: State,
+    trace: Trace,
+    executed: u64,
+    last_hash: Option<String>,
+    stalled: u64,
+    clock: Instant,
+    elapsed_before: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+impl<'r> Run<'r> {
+    fn new(rt: &'r Runtime, prog: &'r Runnable, state: State, trace: Trace, executed: u64) -> Self {
+        let elapsed_before = trace.duration_ms;
+        Self {
+            rt,
+            prog,
+            state,
+            trace,
+            executed,
+            last_hash: None,
+            stalled: 0,
+            clock: Instant::now(),
+            elapsed_before,
+        }
+    }
+
+    async fn drive(mut self, start: Option<(usize, Entry)>) -> Outcome {
+        let graph = self.prog.checked().graph();
+        let mut at = start;
+        while let Some((i, entry)) = at {
+            let Some(step) = self.prog.steps.get(i) else {
+                return self.fail(ErrorClass::NextStepMissing, None, None, "no such step");
+            };
+            if let Some(max) = self.prog.max_steps
+                && self.executed >= max
+            {
+                let msg = format!(
+                    "max_steps={max} exceeded after {} step(s), before step '{}'",
+                    self.executed, step.id
+                );
+                return self.budget(ErrorClass::MaxSteps, &step.id, msg);
+            }
+            if let Some(max) = self.prog.max_tokens
+                && self.trace.total_tokens >= max
+            {
+                let msg = format!(
+                    "max_tokens={max} exceeded: {} tokens consumed, before step '{}'",
+                    self.trace.total_tokens, step.id
+                );
+                return self.budget(ErrorClass::MaxTokens, &step.id, msg);
+            }
+            if let Some(o) = &self.rt.opts.observer {
+                o.step_started(&step.id, self.executed + 1);
+            }
+            let (mut record, subs, ended) = self.step(step, i).await;
+            self.executed += 1;
+
+            let hash = self.state.hash();
+            if self.last_hash.as_deref() == Some(hash.as_str()) {
+                self.stalled += 1;
+            } else {
+                self.stalled = 0;
+            }
+            record.state_hash = Some(hash.clone());
+            self.trace
+                .state_snapshots
+                .push((self.executed - 1, hash.clone()));
+            self.last_hash = Some(hash);
+            self.record(step, subs, record);
+
+            if let Some(max) = self.prog.max_stalled_steps
+                && self.stalled >= max
+                && !matches!(ended, Ended::Pending | Ended::Failed(_))
+            {
+                let msg = format!(
+                    "max_stalled_steps={max} exceeded: {} consecutive step(s) left the state unchanged, the last one '{}'",
+                    self.stalled, step.id
+                );
+                return self
+                    .fail(ErrorClass::Stalled, Some(&step.id), None, msg)
+                    .with_status(Status::Stalled);
+            }
+
+            let next = match ended {
+                Ended::Pending => return self.suspend(step, graph.after(i, entry)),
+                Ended::Failed(class) => {
+                    let msg = format!(
+                        "Step '{}' failed: {}",
+                        step.id,
+                        self.trace
+                            .steps
+                            .last()
+                            .and_then(|r| r.error.clone())
+                            .unwrap_or_default()
+                    );
+                    return self.fail(class, Some(&step.id), None, msg);
+                }
+                Ended::Success { branch: Some(b) } => match graph.branch(i, b) {
+                    Next::NoTarget => {
+                        let msg = format!(
+                            "Step '{}': condition is {}, and the step has no `{}` branch",
+                            step.id,
+                            if b { "true" } else { "false" },
+                            if b { "then" } else { "otherwise" }
+                        );
+                        return self.fail(ErrorClass::ConditionNoTarget, Some(&step.id), None, msg);
+                    }
+                    other => other,
+                },
+                Ended::Skipped if step.kind == StepType::Condition => graph.skipped_condition(i),
+                Ended::Success { .. } | Ended::Skipped => graph.after(i, entry),
+            };
+            at = match next {
+                Next::Step(j, e) => Some((j, e)),
+                Next::End => None,
+                Next::NoTarget | Next::TargetMissing => {
+                    return self.fail(
+                        ErrorClass::NextStepMissing,
+                        Some(&step.id),
+                        None,
+                        format!("Step '{}': its jump target is not in the program", step.id),
+                    );
+                }
+            };
+        }
+        self.finish(Status::Success, None, None)
+    }
+
+    /// Add a top-level step (after its sub-steps) to the trace.
+    fn record(&mut self, step: &StepPlan, subs: Vec<StepRecord>, record: StepRecord) {
+        let m = &mut self.trace.step_metrics;
+        match step.kind {
+            StepType::Llm => m.llm_calls += 1,
+            StepType::Tool => m.tool_calls += 1,
+            StepType::Condition => m.condition_evals += 1,
+            StepType::Parallel => m.parallel_steps += 1,
+        }
+        m.retries_total += u64::from(record.retries);
+        for r in subs.into_iter().chain(std::iter::once(record)) {
+            if let Some(u) = &r.usage {
+                self.trace.total_tokens = self.trace.total_tokens.saturating_add(u.total_tokens);
+                if let Some(c) = u.cost_usd {
+                    self.trace.cost_usd = Some(self.trace.cost_usd.unwrap_or(0.0) + c);
+                }
+            }
+            if let Some(o) = &self.rt.opts.observer {
+                o.step_finished(&r);
+            }
+            self.trace.steps.push(r);
+        }
+    }
+
+    fn budget(self, class: ErrorClass, step_id: &str, msg: String) -> Outcome {
+        self.fail(class, Some(step_id), None, msg)
+            .with_status(Status::BudgetExceeded)
+    }
+
+    fn fail(
+        self,
+        class: ErrorClass,
+        step_id: Option<&str>,
+        target: Option<String>,
+        msg: impl Into<String>,
+    ) -> Outcome {
+        let failure = Failure {
+            class,
+            step_id: step_id.map(str::to_owned),
+            target,
+        };
+        self.finish(Status::Failed, Some(failure), Some(msg.into()))
+    }
+
+    fn seal(&mut self) {
+        self.trace.duration_ms = self.elapsed_before + ms(self.clock.elapsed());
+        self.trace.snapshot_root = merkle_root(
+            self.trace
+                .state_snapshots
+                .iter()
+                .map(|(i, h)| (*i, h.as_str())),
+        );
+    }
+
+    fn finish(
+        mut self,
+        status: Status,
+        failure: Option<Failure>,
+        error: Option<String>,
+    ) -> Outcome {
+        self.seal();
+        let t = &mut self.trace;
+        t.status = status;
+        t.final_output = if status == Status::Success {
+            t.steps
+                .iter()
+                .rev()
+                .find(|s| s.status == StepStatus::Success)
+                .map(|s| s.output.clone())
+                .unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        t.failure = failure;
+        t.error = error;
+        t.finished_at = Some(now());
+        Outcome {
+            trace: self.trace,
+            cursor: None,
+        }
+    }
+
+    fn suspend(mut self, step: &StepPlan, next: Next) -> Outcome {
+        self.seal();
+        self.trace.status = Status::Suspended;
+        self.trace.suspended_step_id = Some(step.id.clone());
+        let next = match next {
+            Next::Step(index, entry) => Some(Continue {
+                index,
+                step_id: self
+                    .prog
+                    .steps
+                    .get(index)
+                    .map(|s| s.id.clone())
+                    .unwrap_or_default(),
+                branch: entry == Entry::Branch,
+            }),
+            Next::End | Next::NoTarget | Next::TargetMissing => None,
+        };
+        let cursor = Cursor {
+            version: CURSOR_VERSION,
+            program_name: self.prog.name.clone(),
+            suspended_step_id: step.id.clone(),
+            next,
+            state: self.state,
+            trace: self.trace.clone(),
+            executed: self.executed,
+        };
+        Outcome {
+            trace: self.trace,
+            cursor: Some(cursor),
+        }
+    }
+
+    /// Run one top-level step with its retries and `on_error`, and apply its output.
+    async fn step(
+        &mut self,
+        step: &StepPlan,
+        index: usize,
+    ) -> (StepRecord, Vec<StepRecord>, Ended) {
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            let result = self.rt.attempt(self.prog, step, index, &self.state).await;
+            match result {
+                Ok(done) => {
+                    let pending = step.kind == StepType::Tool
+                        && matches!(&done.output, Value::String(s) if s == "PENDING");
+                    let record = StepRecord {
+                        step_id: step.id.clone(),
+                        status: if pending {
+                            StepStatus::Pending
+                        } else {
+                            StepStatus::Success
+                        },
+                        output: done.output.clone(),
+                        error: None,
+                        retries: attempt,
+                        usage: done.usage,
+                        duration_ms: ms(started.elapsed()),
+                        parent: None,
+                        fuel: done.fuel,
+                        state_hash: None,
+                    };
+                    if pending {
+                        return (record, done.subs, Ended::Pending);
+                    }
+                    self.apply(step, done.output);
+                    return (
+                        record,
+                        done.subs,
+                        Ended::Success {
+                            branch: done.branch,
+                        },
+                    );
+                }
+                Err(fail) => {
+                    attempt += 1;
+                    if step.on_error == OnError::Retry && attempt < step.max_retries {
+                        tokio::time::sleep(self.rt.backoff(attempt)).await;
+                        continue;
+                    }
+                    let skipped = step.on_error == OnError::Skip;
+                    let record = StepRecord {
+                        step_id: step.id.clone(),
+                        status: if skipped {
+                            StepStatus::Skipped
+                        } else {
+                            StepStatus::Failed
+                        },
+                        output: Value::Null,
+                        error: Some(fail.message),
+                        retries: attempt - 1,
+                        usage: None,
+                        duration_ms: ms(started.elapsed()),
+                        parent: None,
+                        fuel: None,
+                        state_hash: None,
+                    };
+                    let ended = if skipped {
+                        Ended::Skipped
+                    } else {
+                        Ended::Failed(fail.class)
+                    };
+                    return (record, fail.subs, ended);
+                }
+            }
+        }
+    }
+
+    /// A successful step's output goes into the state: under its id, its `output_key`, and
+    /// for a parallel step each sub-step's output under the sub-step's id.
+    fn apply(&mut self, step: &StepPlan, output: Value) {
+        if let Some(k) = &step.output_key {
+            self.state.data.insert(k.clone(), output.clone());
+        }
+        let subs = match (&step.kind, &output) {
+            (StepType::Parallel, Value::Object(subs)) => Some(subs.clone()),
+            _ => None,
+        };
+        self.state.step_outputs.insert(step.id.clone(), output);
+        for (id, v) in subs.into_iter().flatten() {
+            self.state.step_outputs.insert(id, v);
+        }
+    }
+}
+
+impl Outcome {
+    fn with_status(mut self, status: Status) -> Self {
+        self.trace.status = status;
+        self
+    }
+}
+
+impl Runtime {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.opts
+            .backoff_base
+            .saturating_mul(factor)
+            .min(self.opts.backoff_max)
+    }
+
+    /// One attempt of a top-level step.
+    async fn attempt(
+        &self,
+        prog: &Runnable,
+        step: &StepPlan,
+        index: usize,
+        state: &State,
+    ) -> Result<Done, Fail> {
+        match step.kind {
+            StepType::Llm => {
+                let (text, usage) = self.llm(step, state).await?;
+                let mut d = Done::output(Value::String(text));
+                d.usage = usage;
+                Ok(d)
+            }
+            StepType::Tool => self.tool(step, state).await.map(Done::output),
+            StepType::Condition => {
+                let Some(cond) = prog.checked().condition(index) else {
+                    return Err(Fail::new(
+                        ErrorClass::ConditionEval,
+                        "the condition was not compiled",
+                    ));
+                };
+                match cond.eval(state) {
+                    Ok(o) => {
+                        let target = prog
+                            .checked()
+                            .program()
+                            .steps
+                            .get(index)
+                            .and_then(|s| if o.value { &s.then } else { &s.otherwise }.as_ref())
+                            .map_or(Value::Null, |t| Value::String(t.value.clone()));
+                        let mut d = Done::output(target);
+                        d.fuel = Some(o.fuel_used);
+                        d.branch = Some(o.value);
+                        Ok(d)
+                    }
+                    Err(e) => Err(Fail::new(
+                        ErrorClass::ConditionEval,
+                        format!("condition `{}` failed: {e}", step.condition),
+                    )),
+                }
+            }
+            StepType::Parallel => self.parallel(step, state).await,
+        }
+    }
+
+    async fn parallel(&self, step: &StepPlan, state: &State) -> Result<Done, Fail> {
+        let runs = step.subs.iter().map(|sub| self.leaf(step, sub, state));
+        let results: Vec<(StepRecord, Value)> = match step.max_concurrency {
+            Some(n) if n < step.subs.len() => {
+                futures_util::stream::iter(runs).buffered(n).collect().await
+            }
+            _ => futures_util::future::join_all(runs).await,
+        };
+        let mut outputs = Map::new();
+        let mut failed = Vec::new();
+        let mut subs = Vec::with_capacity(results.len());
+        for (record, output) in results {
+            match record.status {
+                StepStatus::Failed => failed.push(record.step_id.clone()),
+                StepStatus::Success => {
+                    outputs.insert(record.step_id.clone(), output);
+                }
+                StepStatus::Skipped | StepStatus::Pending => {
+                    outputs.insert(record.step_id.clone(), Value::Null);
+                }
+            }
+            subs.push(record);
+        }
+        if !failed.is_empty() && step.on_error != OnError::Skip {
+            return Err(Fail {
+                class: ErrorClass::ParallelFailed,
+                message: format!(
+                    "Parallel step '{}': sub-steps failed: {}",
+                    step.id,
+                    failed.join(", ")
+                ),
+                subs,
+            });
+        }
+        let mut d = Done::output(Value::Object(outputs));
+        d.subs = subs;
+        Ok(d)
+    }
+
+    /// One sub-step of a parallel step: no retries; the parent's `on_error` decides between
+    /// failed and skipped (Q33).
+    async fn leaf(&self, parent: &StepPlan, sub: &StepPlan, state: &State) -> (StepRecord, Value) {
+        let started = Instant::now();
+        let result = match sub.kind {
+            StepType::Llm => self
+                .llm(sub, state)
+                .await
+                .map(|(t, u)| (Value::String(t), u)),
+            StepType::Tool => self.tool(sub, state).await.map(|v| (v, None)),
+            StepType::Condition | StepType::Parallel => Err(Fail::new(
+                ErrorClass::StepError,
+                format!(
+                    "a {} step cannot run inside a parallel step",
+                    sub.kind.as_str()
+                ),
+            )),
+        };
+        let (status, output, error, usage) = match result {
+            Ok((v, usage)) => (StepStatus::Success, v, None, usage),
+            Err(f) if parent.on_error == OnError::Skip => {
+                (StepStatus::Skipped, Value::Null, Some(f.message), None)
+            }
+            Err(f) => (StepStatus::Failed, Value::Null, Some(f.message), None),
+        };
+        let record = StepRecord {
+            step_id: sub.id.clone(),
+            status,
+            output: output.clone(),
+            error,
+            retries: 0,
+            usage,
+            duration_ms: ms(started.elapsed()),
+            parent: Some(parent.id.clone()),
+            fuel: None,
+            state_hash: None,
+        };
+        (record, output)
+    }
+
+    async fn llm(&self, step: &StepPlan, state: &State) -> Result<(String, Option<Usage>), Fail> {
+        let prompt = step
+            .prompt
+            .as_ref()
+            .map(|p| render_text(p, state))
+            .unwrap_or_default();
+        let system = step.system.as_ref().map(|s| render_text(s, state));
+        let req = LlmRequest {
+            step_id: &step.id,
+            system: system.as_deref(),
+            prompt: &prompt,
+        };
+        let call = self.llm.complete(req);
+        let result = match step.timeout {
+            Some(d) => match tokio::time::timeout(d, call).await {
+                Ok(r) => r,
+                Err(_) => Err(CallError::Timeout(d)),
+            },
+            None => call.await,
+        };
+        let (text, usage) = match result {
+            Ok(reply) => (reply.text, reply.usage),
+            Err(CallError::Timeout(d)) => {
+                if step.on_timeout == OnTimeout::Fallback {
+                    let text = step
+                        .allowed
+                        .as_ref()
+                        .and_then(|a| a.first().cloned())
+                        .unwrap_or_default();
+                    (text, None)
+                } else {
+                    return Err(Fail::new(
+                        ErrorClass::LlmTimeout,
+                        format!("LLM call timed out after {}", fmt_duration(d)),
+                    ));
+                }
+            }
+            Err(e) => return Err(Fail::call(e)),
+        };
+        let Some(allowed) = &step.allowed else {
+            return Ok((text, usage));
+        };
+        let stripped = text.trim();
+        if allowed.iter().any(|a| a == stripped) {
+            return Ok((stripped.to_owned(), usage));
+        }
+        if step.on_error == OnError::Skip
+            && let Some(first) = allowed.first()
+        {
+            return Ok((first.clone(), usage));
+        }
+        Err(Fail::new(
+            ErrorClass::AllowedOutputs,
+            format!(
+                "LLM output {} is not one of allowed_outputs {}",
+                Value::String(stripped.to_owned()),
+                Value::from(allowed.clone())
+            ),
+        ))
+    }
+
+    async fn tool(&self, step: &StepPlan, state: &State) -> Result<Value, Fail> {
+        if !self.tools.contains(&step.tool) {
+            return Err(Fail::call(CallError::NotRegistered(step.tool.clone())));
+        }
+        let args = match &step.args {
+            Some(a) => render_arg(a, state),
+            None => Value::Object(Map::new()),
+        };
+        self.tools.call(&step.tool, args).await.map_err(Fail::call)
+    }
+}
