@@ -7,6 +7,10 @@
 //! SARIF (`check_sarif_<name>`). [`every_code_is_covered`] checks that the cases together
 //! produce every program code (`NV00xx`) in [`Code::ALL`].
 //!
+//! A case is checked with a tool catalog when a sidecar `<name>.catalog.json` sits next to its
+//! program: `{"<tool>": {"output_schema": <JSON Schema>, "denied": "<reason>"}, …}` (both
+//! keys optional; a tool without `denied` is allowed, one without a schema has output `any`).
+//!
 //! Update with `INSTA_UPDATE=always cargo test --test check_snapshots` (or `cargo insta review`).
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +19,7 @@
     clippy::indexing_slicing
 )]
 
+use nanovm::check::catalog::{Catalog, ToolInfo, type_from_schema};
 use nanovm::check::{Options, check_bytes, check_source};
 use nanovm::diagnostics::render_json::to_json_all;
 use nanovm::diagnostics::render_sarif::to_sarif;
@@ -24,7 +29,7 @@ use nanovm::json;
 use nanovm::source::SourceFile;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How a case's program is read and checked.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +59,40 @@ fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/programs")
         .join(format!("{name}.json"))
+}
+
+fn catalog_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/programs")
+        .join(format!("{name}.catalog.json"))
+}
+
+/// The case's tool catalog, from its sidecar file when it has one.
+fn load_catalog(name: &str) -> Option<Catalog> {
+    let text = std::fs::read_to_string(catalog_path(name)).ok()?;
+    let tools: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.catalog.json: {e}"));
+    let mut catalog = Catalog::new();
+    for (tool, spec) in tools {
+        let spec = spec
+            .as_object()
+            .unwrap_or_else(|| panic!("{tool}: not an object"));
+        for key in spec.keys() {
+            assert!(
+                ["output_schema", "denied"].contains(&key.as_str()),
+                "{name}.catalog.json: unknown key {key} in tool {tool}"
+            );
+        }
+        let allowed = match spec.get("denied") {
+            None => Ok(()),
+            Some(reason) => Err(reason.as_str().unwrap().to_owned()),
+        };
+        let output = spec
+            .get("output_schema")
+            .map_or(nanovm::expr::types::Type::Any, type_from_schema);
+        catalog.insert(tool, ToolInfo { allowed, output });
+    }
+    Some(catalog)
 }
 
 /// 100,001 tool steps, one per line: one more than a program may have.
@@ -100,7 +139,10 @@ fn diagnose(case: &Case) -> (String, Vec<Diagnostic>) {
         }
         How::Text | How::MaxBytes(_) => {
             let text = std::fs::read_to_string(fixture_path(case.name)).unwrap();
-            let mut opts = Options::default();
+            let mut opts = Options {
+                catalog: load_catalog(case.name).map(Arc::new),
+                ..Options::default()
+            };
             if let How::MaxBytes(max) = case.how {
                 opts.json = json::Limits {
                     max_bytes: max,
@@ -120,7 +162,18 @@ fn describe(case: &Case) -> String {
         How::MaxBytes(n) => format!("check_source, max_bytes = {n}"),
         How::Generated(_) => "check_source of a generated program (see the test)".to_owned(),
     };
-    format!("program: {}\nchecked with: {how}", display_path(case))
+    let catalog = if catalog_path(case.name).exists() {
+        format!(
+            ", tool catalog tests/fixtures/programs/{}.catalog.json",
+            case.name
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "program: {}\nchecked with: {how}{catalog}",
+        display_path(case)
+    )
 }
 
 fn snapshot(case: &Case, name: String, body: String) {
@@ -259,6 +312,8 @@ cases! {
     output_key_clash;
     substep_no_effect;
     portability_bare_step;
+    unknown_tool;
+    tool_not_allowed;
 
     // ---- NV01xx–NV03xx inside a program: conditions, prompts, args ----
     condition_syntax_after_escapes;
@@ -279,6 +334,7 @@ cases! {
     constant_comparison;
     sibling_reference_in_parallel;
     references_in_prompts_and_args;
+    tool_output_types;
     errors_everywhere;
 }
 
@@ -357,10 +413,21 @@ fn every_fixture_is_a_case() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        // A `<case>.catalog.json` sidecar belongs to its case.
+        let stem = stem
+            .strip_suffix(".catalog")
+            .map_or(stem.clone(), str::to_owned);
         assert!(
             names.contains(&stem),
             "fixture without a case: {}",
             path.display()
+        );
+    }
+    for c in all_cases() {
+        assert!(
+            !catalog_path(c.name).exists() || matches!(c.how, How::Text | How::MaxBytes(_)),
+            "{}: a catalog sidecar is read only for text cases",
+            c.name
         );
     }
     for c in all_cases() {

@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod graph;
 mod refs;
+mod tools;
 
 use crate::diagnostics::{Code, Diagnostic, did_you_mean, has_errors};
 use crate::expr::{self, Condition};
@@ -282,6 +283,10 @@ impl Checker<'_> {
         let guesses = self.targets(&top, &ids);
         self.output_keys(&first_span);
         self.per_step_warnings();
+        let opts = self.opts;
+        if let Some(catalog) = opts.catalog.as_deref() {
+            tools::check_tools(self, catalog);
+        }
 
         let flow_ok = p.steps.iter().all(|s| s.flow_ok) && !p.steps.is_empty();
         let mut graph = None;

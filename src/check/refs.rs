@@ -1,6 +1,7 @@
 //! References: every condition and every `$path` in prompts, system texts and args, typed
 //! against what the program's steps produce and whether they have run at that point.
 
+use super::catalog::Catalog;
 use super::graph::{Analysis, NodeId, RanCache};
 use super::{Checker, all_steps};
 use crate::diagnostics::{Code, Diagnostic};
@@ -11,7 +12,7 @@ use crate::expr::{self, Condition};
 use crate::json::{Kind, Node, Str};
 use crate::program::{OnError, Step, StepType};
 use crate::source::Span;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A prompt, system text or argument string split at its `$path` references.
@@ -62,9 +63,19 @@ impl Template {
     }
 }
 
-/// What a step's output is, as far as the checker knows.
-fn output_type(s: &Step) -> Type {
-    if s.on_error() == OnError::Skip {
+/// The most sub-steps whose outputs type a parallel step's output. Every reference binds a
+/// copy of the type it reads, so a record as large as the program would make the check
+/// quadratic; a larger parallel step's output is `any` (its sub-steps' own outputs stay typed).
+const MAX_TYPED_SUBSTEPS: usize = 64;
+
+/// What a step's output is, as far as the checker knows. `parent` is the parallel step of a
+/// sub-step: a failing sub-step of a parent with `on_error: skip` reads `None` (Q33). A tool's
+/// output has the type of its output schema in the catalog (`any` without a catalog, for a
+/// tool the catalog lacks, or without a schema). A parallel step's output is an object of its
+/// sub-steps' outputs by sub-step id (up to [`MAX_TYPED_SUBSTEPS`]).
+fn output_type(s: &Step, parent: Option<&Step>, catalog: Option<&Catalog>) -> Type {
+    let skips = |x: &Step| x.on_error() == OnError::Skip;
+    if skips(s) || parent.is_some_and(skips) {
         return Type::Any;
     }
     match s.step_type() {
@@ -73,14 +84,39 @@ fn output_type(s: &Step) -> Type {
             None => Type::Str,
         },
         Some(StepType::Condition) => Type::Str,
-        _ => Type::Any,
+        Some(StepType::Tool) => s
+            .tool
+            .as_ref()
+            .and_then(|t| catalog?.get(&t.value))
+            .map_or(Type::Any, |info| info.output.clone()),
+        Some(StepType::Parallel) if s.parallel_steps.len() <= MAX_TYPED_SUBSTEPS => {
+            let mut fields = BTreeMap::new();
+            for sub in &s.parallel_steps {
+                let Some(id) = sub.id_str() else {
+                    return Type::Any;
+                };
+                if !fields.contains_key(id) {
+                    fields.insert(id.to_owned(), output_type(sub, Some(s), catalog));
+                }
+            }
+            if fields.is_empty() {
+                Type::Any
+            } else {
+                Type::Record(fields)
+            }
+        }
+        Some(StepType::Parallel) | None => Type::Any,
     }
 }
 
+/// A step a name refers to: its top-level index (a sub-step's parent's), the step and the type
+/// of its output.
+type Named<'p> = (usize, &'p Step, Type);
+
 struct Names<'p> {
-    /// id → (top-level index, step).
-    steps: HashMap<&'p str, (usize, &'p Step)>,
-    output_keys: HashMap<&'p str, (usize, &'p Step)>,
+    /// id → the step.
+    steps: HashMap<&'p str, Named<'p>>,
+    output_keys: HashMap<&'p str, Named<'p>>,
     inputs: Option<HashMap<&'p str, &'p Type>>,
     candidates: Arc<types::Suggestions>,
 }
@@ -123,10 +159,10 @@ impl Ctx<'_, '_> {
             if env.get(root).is_some() {
                 continue;
             }
-            let (kind, (index, step)) = if let Some(x) = self.names.steps.get(root) {
-                (NameKind::Step, *x)
+            let (kind, (index, _, ty)) = if let Some(x) = self.names.steps.get(root) {
+                (NameKind::Step, x)
             } else if let Some(x) = self.names.output_keys.get(root) {
-                (NameKind::OutputKey, *x)
+                (NameKind::OutputKey, x)
             } else if let Some(ty) = self.names.inputs.as_ref().and_then(|i| i.get(root)) {
                 env.bind(
                     root,
@@ -140,15 +176,9 @@ impl Ctx<'_, '_> {
             } else {
                 continue;
             };
-            let ran = self.ran(index, site);
-            env.bind(
-                root,
-                Binding {
-                    kind,
-                    ty: output_type(step),
-                    ran,
-                },
-            );
+            let ty = ty.clone();
+            let ran = self.ran(*index, site);
+            env.bind(root, Binding { kind, ty, ran });
         }
         env
     }
@@ -174,16 +204,26 @@ pub(super) fn check_references(
     analysis: Option<&Analysis>,
 ) -> Vec<Option<Condition>> {
     let p = c.p;
+    let catalog = c.opts.catalog.as_deref();
     let mut steps = HashMap::new();
     let mut output_keys = HashMap::new();
     for (i, s) in all_steps(p) {
+        let parent = p.steps.get(i).filter(|t| !std::ptr::eq(*t, s));
+        let mut ty = None;
+        let mut typed = || {
+            ty.get_or_insert_with(|| output_type(s, parent, catalog))
+                .clone()
+        };
         if let Some(id) = s.id_str()
             && ids.get(id) == Some(&i)
+            && !steps.contains_key(id)
         {
-            steps.entry(id).or_insert((i, s));
+            steps.insert(id, (i, s, typed()));
         }
-        if let Some(k) = &s.output_key {
-            output_keys.entry(k.value.as_str()).or_insert((i, s));
+        if let Some(k) = &s.output_key
+            && !output_keys.contains_key(k.value.as_str())
+        {
+            output_keys.insert(k.value.as_str(), (i, s, typed()));
         }
     }
     let inputs: Option<HashMap<&str, &Type>> = p
@@ -240,7 +280,7 @@ pub(super) fn check_references(
                 let mut vs = Vec::new();
                 vars(ast, &mut vs);
                 for (path, span) in vs {
-                    let Some((_, target)) = names.steps.get(path.root.as_str()) else {
+                    let Some((_, target, _)) = names.steps.get(path.root.as_str()) else {
                         continue;
                     };
                     let bare = path.segments.is_empty();

@@ -322,6 +322,25 @@ the reference's conditions, a bare `$step` is an always-true wrapper and `$step.
 Wrong:   \"condition\": \"$classify == 'yes'\"
 Right:   \"condition\": \"$classify.output == 'yes'\"";
 
+    UnknownTool = "NV0034", "unknown-tool", Error,
+        "a tool step names a tool the catalog does not have",
+"When nanovm knows the tools a run can call (the tools declared in `nanovm.toml` or scripted
+in a mocks file), every `tool` step, parallel sub-steps included, must name one of them: a
+run fails such a step with `tool_not_registered`. The help names the closest tool and lists
+some of the others. Without a catalog, tool names are not checked.
+
+Wrong:   {\"id\": \"find\", \"type\": \"tool\", \"tool\": \"lokup\"}      (tool `lookup` exists)
+Right:   {\"id\": \"find\", \"type\": \"tool\", \"tool\": \"lookup\"}";
+
+    ToolNotAllowed = "NV0035", "tool-not-allowed", Error,
+        "a tool step names a tool the policy denies",
+"The tool exists but the policy does not allow it, so a run would refuse the call. The message
+gives the rule that denies it. Allow the tool in the policy if the program may call it, or
+call a tool the policy allows.
+
+Wrong:   {\"id\": \"pay\", \"type\": \"tool\", \"tool\": \"refund\"}      (the policy denies `refund`)
+Right:   {\"id\": \"pay\", \"type\": \"tool\", \"tool\": \"request_refund\"}      (a tool it allows)";
+
     UnexpectedChar = "NV0101", "unexpected-character", Error,
         "a character that is not part of the condition language",
 "Every character of a condition is lexed; one that is not part of the language is an error at
