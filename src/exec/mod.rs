@@ -11,6 +11,7 @@
 pub mod adapter;
 pub mod canon;
 pub mod mock;
+pub mod native;
 pub mod openai;
 mod plan;
 mod run;

@@ -2,7 +2,7 @@
 //! (`after`, `branch`, `skipped_condition`); this file decides what a step does, not where the
 //! run goes next.
 
-use super::adapter::{CallError, Llm, LlmRequest, Tools, Usage, fmt_duration};
+use super::adapter::{BoxFuture, CallError, Llm, LlmRequest, Tools, Usage, fmt_duration};
 use super::canon::merkle_root;
 use super::plan::{Runnable, StepPlan, render_arg, render_text};
 use super::state::State;
@@ -691,7 +691,12 @@ impl Runtime {
     }
 
     async fn parallel(&self, step: &StepPlan, state: &State) -> Result<Done, Fail> {
-        let runs = step.subs.iter().map(|sub| self.leaf(step, sub, state));
+        // Boxed one by one (not through an iterator adapter): the run future stays `Send`
+        // for any lifetime, so runs can be spawned on a multi-thread runtime.
+        let mut runs: Vec<BoxFuture<'_, (StepRecord, Value)>> = Vec::with_capacity(step.subs.len());
+        for sub in &step.subs {
+            runs.push(Box::pin(self.leaf(step, sub, state)));
+        }
         let results: Vec<(StepRecord, Value)> = match step.max_concurrency {
             Some(n) if n < step.subs.len() => {
                 futures_util::stream::iter(runs).buffered(n).collect().await

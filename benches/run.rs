@@ -1,0 +1,147 @@
+//! Runtime benchmarks mirroring `../shared/bench/README.md`: `run_refund` (tool → llm with
+//! allowed_outputs → condition → terminal tool; the mock LLM alternates yes/no), `run_30step`
+//! (a 30-step `inc` chain) and `run_parallel` (100 concurrent refund runs; one op = one
+//! program), all in memory with Rust-native tools, on a current-thread tokio runtime (the
+//! reference's asyncio has no real concurrency either), plus a multi-thread figure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nanovm::check::{Options, check_source};
+use nanovm::exec::adapter::{BoxFuture, CallError, Llm, LlmReply, LlmRequest};
+use nanovm::exec::native::NativeTools;
+use nanovm::exec::{Runnable, Runtime, Status};
+use serde_json::{Map, Value, json};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/scenarios");
+
+/// The k-th call answers `yes` when k is even (the reference's `MockLLMAdapter(["yes", "no"])`).
+#[derive(Debug, Default)]
+struct YesNo(AtomicUsize);
+
+impl Llm for YesNo {
+    fn complete<'a>(&'a self, _: LlmRequest<'a>) -> BoxFuture<'a, Result<LlmReply, CallError>> {
+        let k = self.0.fetch_add(1, Ordering::Relaxed);
+        let text = if k.is_multiple_of(2) { "yes" } else { "no" };
+        Box::pin(std::future::ready(Ok(LlmReply {
+            text: text.to_owned(),
+            usage: None,
+        })))
+    }
+}
+
+fn load(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{SCENARIOS}/{name}")).unwrap()).unwrap()
+}
+
+fn runnable(name: &str) -> Runnable {
+    let text = std::fs::read_to_string(format!("{SCENARIOS}/{name}")).unwrap();
+    let report = check_source(&text, &Options::default());
+    Runnable::new(report.checked.expect("the scenario program checks"))
+}
+
+fn refund_tools() -> NativeTools {
+    let s = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    NativeTools::new()
+        .register("validate_order", move |a| {
+            Ok(json!({"ok": true, "order_id": s(&a, "order_id"), "amount": s(&a, "amount")}))
+        })
+        .register("issue_refund", move |a| {
+            let id = a.get("order_id").and_then(Value::as_str).unwrap_or_default();
+            Ok(json!({"refund_id": format!("R-{id}"), "amount": s(&a, "amount"), "status": "processed"}))
+        })
+        .register("send_rejection", move |a| {
+            Ok(json!({"rejected": true, "order_id": s(&a, "order_id"), "reason": s(&a, "reason")}))
+        })
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+fn bench_run(c: &mut Criterion) {
+    let ctx: Map<String, Value> = load("refund_ctx.json").as_object().cloned().unwrap();
+    let refund = runnable("refund_pipeline.json");
+    let rt = Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools()));
+    let tokio = current_thread();
+
+    // Sanity: the reference's checks.
+    for k in 0u32..4 {
+        let out = tokio.block_on(rt.run(&refund, ctx.clone()));
+        assert_eq!(out.trace.status, Status::Success);
+        let last = if k.is_multiple_of(2) {
+            "refund"
+        } else {
+            "reject"
+        };
+        assert_eq!(
+            out.trace.executed().collect::<Vec<_>>(),
+            ["validate", "classify", "route", last]
+        );
+        assert_eq!(out.trace.state_snapshots.len(), 4);
+    }
+
+    let mut g = c.benchmark_group("run");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("run_refund", |b| {
+        b.iter(|| black_box(tokio.block_on(rt.run(&refund, ctx.clone()))))
+    });
+
+    let chain = runnable("chain_30.json");
+    let inc = Runtime::new(
+        Arc::new(YesNo::default()),
+        Arc::new(NativeTools::new().register("inc", |a| {
+            let x = a
+                .get("x")
+                .and_then(Value::as_i64)
+                .ok_or("x is not an int")?;
+            Ok(json!(x + 1))
+        })),
+    );
+    let start: Map<String, Value> = json!({"start": 0}).as_object().cloned().unwrap();
+    let out = tokio.block_on(inc.run(&chain, start.clone()));
+    assert_eq!(out.trace.final_output, json!(30));
+    g.bench_function("run_30step", |b| {
+        b.iter(|| black_box(tokio.block_on(inc.run(&chain, start.clone()))))
+    });
+
+    const WIDTH: u64 = 100;
+    g.throughput(Throughput::Elements(WIDTH));
+    let batch = || futures_util::future::join_all((0..WIDTH).map(|_| rt.run(&refund, ctx.clone())));
+    let outs = tokio.block_on(batch());
+    assert!(outs.iter().all(|o| o.trace.status == Status::Success));
+    g.bench_function("run_parallel", |b| {
+        b.iter(|| black_box(tokio.block_on(batch())))
+    });
+
+    // Multi-thread: 100 runs spawned as tasks on a 2-worker runtime.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let shared = Arc::new((rt.clone(), refund.clone(), ctx.clone()));
+    g.bench_function("run_parallel_multi_thread", |b| {
+        b.iter(|| {
+            multi.block_on(async {
+                let tasks: Vec<_> = (0..WIDTH)
+                    .map(|_| {
+                        let s = shared.clone();
+                        tokio::spawn(async move { s.0.run(&s.1, s.2.clone()).await.trace.status })
+                    })
+                    .collect();
+                for t in tasks {
+                    black_box(t.await.unwrap());
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_run);
+criterion_main!(benches);
