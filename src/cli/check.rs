@@ -38,6 +38,10 @@ pub struct CheckArgs {
     /// Colour for human output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// Check tool steps against the tools and policy of this config file (default:
+    /// `$NANOVM_CONFIG`, else `./nanovm.toml` when it exists; `--config none` for no catalog).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,14 +59,15 @@ pub struct GraphArgs {
 }
 
 /// One checked file.
-struct Checked {
-    source: SourceFile,
-    diagnostics: Vec<Diagnostic>,
-    io_error: bool,
+pub(super) struct Checked {
+    pub(super) source: SourceFile,
+    pub(super) diagnostics: Vec<Diagnostic>,
+    pub(super) io_error: bool,
     graph: Option<GraphView>,
+    pub(super) checked: Option<crate::check::CheckedProgram>,
 }
 
-fn display_name(path: &Path) -> String {
+pub(super) fn display_name(path: &Path) -> String {
     if path.as_os_str() == "-" {
         "<stdin>".to_owned()
     } else {
@@ -71,12 +76,12 @@ fn display_name(path: &Path) -> String {
 }
 
 /// What reading a file gave: its bytes, or its size when it is over the limit.
-enum Input {
+pub(super) enum Input {
     Bytes(Vec<u8>),
     TooLarge(u64),
 }
 
-fn read_limited(path: &Path, limit: usize) -> Result<Input, String> {
+pub(super) fn read_limited(path: &Path, limit: usize) -> Result<Input, String> {
     let mut buf = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     let size = if path.as_os_str() == "-" {
@@ -102,7 +107,7 @@ fn read_limited(path: &Path, limit: usize) -> Result<Input, String> {
     Ok(Input::Bytes(buf))
 }
 
-fn check_file(path: &Path, opts: &Options) -> Checked {
+pub(super) fn check_file(path: &Path, opts: &Options) -> Checked {
     let name = display_name(path);
     let io = |message: String| Checked {
         source: SourceFile::new(name.clone(), String::new()),
@@ -112,6 +117,7 @@ fn check_file(path: &Path, opts: &Options) -> Checked {
         ],
         io_error: true,
         graph: None,
+        checked: None,
     };
     match read_limited(path, opts.json.max_bytes) {
         Err(e) => io(format!("cannot read `{name}`: {e}")),
@@ -124,6 +130,7 @@ fn check_file(path: &Path, opts: &Options) -> Checked {
             )],
             io_error: false,
             graph: None,
+            checked: None,
         },
         Ok(Input::Bytes(bytes)) => {
             let (report, lossy) = check_bytes(&bytes, opts);
@@ -136,6 +143,7 @@ fn check_file(path: &Path, opts: &Options) -> Checked {
                 diagnostics: report.diagnostics,
                 io_error: false,
                 graph: report.graph,
+                checked: report.checked,
             }
         }
     }
@@ -150,7 +158,15 @@ fn plural(n: usize, word: &str) -> String {
 }
 
 pub fn run(args: &CheckArgs) -> u8 {
-    let opts = Options::default();
+    let mut opts = Options::default();
+    match super::config::load(args.config.as_deref()) {
+        Ok(Some(config)) => opts.catalog = Some(std::sync::Arc::new(config.catalog())),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    }
     let files: Vec<Checked> = args.files.iter().map(|p| check_file(p, &opts)).collect();
     let color = args.color.enabled_for_stdout();
     match args.format {

@@ -2,7 +2,9 @@
 //! (or the condition failed at run time), 2 usage or I/O error.
 
 mod check;
+mod config;
 mod eval;
+mod run;
 
 pub use check::{GraphFormat, render_graph};
 
@@ -27,6 +29,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Draw a program's step graph (Mermaid or Graphviz DOT).
     Graph(check::GraphArgs),
+    /// Check a program, then run it with the configured (or mocked) LLM and tools.
+    Run(run::RunArgs),
     /// Evaluate one condition against a context in the sandboxed VM.
     Eval(eval::EvalArgs),
     /// Print the long explanation of a diagnostic code (e.g. NV0110), or list every code.
@@ -85,6 +89,7 @@ pub fn main() -> ExitCode {
     ExitCode::from(match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Graph(args) => check::graph(&args),
+        Command::Run(args) => run::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Explain { code } => explain(code.as_deref()),
     })

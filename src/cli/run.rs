@@ -1,0 +1,384 @@
+//! `nanovm run`: check a program with the tool catalog, then run it and print the trace.
+
+use super::check::{Input, check_file, display_name, read_limited};
+use super::{ColorChoice, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Format};
+use crate::check::Options;
+use crate::check::catalog::{Catalog, ToolInfo};
+use crate::diagnostics::render_json::to_json_all;
+use crate::diagnostics::render_text::{TextOptions, render};
+use crate::diagnostics::{Severity, has_errors};
+use crate::exec::adapter::{Llm, Tools};
+use crate::exec::mock::Mocks;
+use crate::exec::openai::OpenAi;
+use crate::exec::tools::{Config, LlmConfig};
+use crate::exec::{Observer, RunOptions, Runnable, Runtime, Status, StepRecord, StepStatus, Trace};
+use crate::program::StepType;
+use clap::Args;
+use serde_json::{Map, Value, json};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The program file (`-` reads standard input).
+    file: PathBuf,
+    /// A JSON object: the run's initial data (`$name` in the program).
+    #[arg(long)]
+    context: Option<PathBuf>,
+    /// Scripted tools and LLM replies (the conformance `mocks` format); they replace the
+    /// config's tools and LLM.
+    #[arg(long)]
+    mocks: Option<PathBuf>,
+    /// The LLM, tools and policy (default: `$NANOVM_CONFIG`, else `./nanovm.toml` when it
+    /// exists; `--config none` for none).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Delay before the first retry of a step with `on_error: retry`, in milliseconds; each
+    /// further retry doubles it (at most 30 times this).
+    #[arg(long, default_value_t = 1000)]
+    retry_backoff_ms: u64,
+    /// Colour for diagnostics.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+/// Limit for context and mocks files.
+const MAX_JSON_FILE: usize = 8 * 1024 * 1024;
+
+fn read_json(path: &Path, what: &str) -> Result<Value, String> {
+    let name = display_name(path);
+    let bytes = match read_limited(path, MAX_JSON_FILE) {
+        Ok(Input::Bytes(b)) => b,
+        Ok(Input::TooLarge(size)) => {
+            return Err(format!(
+                "the {what} file `{name}` is {size} bytes, over the limit of {MAX_JSON_FILE}"
+            ));
+        }
+        Err(e) => return Err(format!("cannot read the {what} file `{name}`: {e}")),
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the {what} file `{name}` is not valid JSON: {e}"))
+}
+
+/// The adapters and the catalog a run uses.
+struct Setup {
+    llm: Option<Arc<dyn Llm>>,
+    tools: Arc<dyn Tools>,
+    catalog: Catalog,
+    /// A mocks or config file was found.
+    configured: bool,
+}
+
+fn setup(args: &RunArgs) -> Result<Setup, String> {
+    if let Some(path) = &args.mocks {
+        let mocks = Mocks::from_value(read_json(path, "mocks")?)
+            .map_err(|e| format!("`{}`: {e}", display_name(path)))?;
+        let mut catalog = Catalog::new();
+        for name in mocks.tools.names() {
+            catalog.insert(name, ToolInfo::default());
+        }
+        return Ok(Setup {
+            llm: Some(mocks.llm.clone()),
+            tools: mocks.tools.clone(),
+            catalog,
+            configured: true,
+        });
+    }
+    let config: Option<Config> =
+        super::config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let Some(config) = config else {
+        return Ok(Setup {
+            llm: None,
+            tools: Arc::new(crate::exec::native::NativeTools::new()),
+            catalog: Catalog::new(),
+            configured: false,
+        });
+    };
+    let llm: Option<Arc<dyn Llm>> = match &config.llm {
+        None => None,
+        Some(LlmConfig::OpenAi(c)) => {
+            Some(Arc::new(OpenAi::new(c.clone()).map_err(|e| {
+                format!("[llm] in `{}`: {e}", config.path.display())
+            })?))
+        }
+        Some(LlmConfig::Mock(m)) => Some(
+            m.build()
+                .map_err(|e| format!("[llm] in `{}`: {e}", config.path.display()))?,
+        ),
+    };
+    let tools = config.registry().map_err(|e| e.to_string())?;
+    Ok(Setup {
+        llm,
+        tools: Arc::new(tools),
+        catalog: config.catalog(),
+        configured: true,
+    })
+}
+
+pub fn run(args: &RunArgs) -> u8 {
+    let setup = match setup(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let opts = Options {
+        catalog: Some(Arc::new(setup.catalog.clone())),
+        ..Options::default()
+    };
+    let checked = check_file(&args.file, &opts);
+    if checked.io_error {
+        for d in &checked.diagnostics {
+            eprintln!("error: {}", d.message);
+        }
+        return EXIT_USAGE;
+    }
+    let color = args.color.enabled_for_stderr();
+    let warnings: Vec<_> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity != Severity::Note)
+        .cloned()
+        .collect();
+    let Some(program) = checked
+        .checked
+        .filter(|_| !has_errors(&checked.diagnostics))
+    else {
+        match args.format {
+            Format::Human => {
+                eprint!(
+                    "{}",
+                    render(&checked.diagnostics, &checked.source, TextOptions { color })
+                );
+                if !setup.configured {
+                    eprintln!(
+                        "note: no tool catalog: pass --mocks FILE, or --config nanovm.toml (or put one in the current directory)"
+                    );
+                }
+                eprintln!(
+                    "{}: rejected, the program does not pass `nanovm check`; nothing ran",
+                    checked.source.name()
+                );
+            }
+            Format::Json => println!(
+                "{}",
+                json!({
+                    "file": checked.source.name(),
+                    "valid": false,
+                    "diagnostics": to_json_all(&checked.diagnostics, &checked.source),
+                })
+            ),
+        }
+        return EXIT_INVALID;
+    };
+    if args.format == Format::Human && !warnings.is_empty() {
+        eprint!(
+            "{}",
+            render(&warnings, &checked.source, TextOptions { color })
+        );
+    }
+    let has_llm_steps = program.program().steps.iter().any(|s| {
+        s.step_type() == Some(StepType::Llm)
+            || s.parallel_steps
+                .iter()
+                .any(|c| c.step_type() == Some(StepType::Llm))
+    });
+    let llm: Arc<dyn Llm> = match setup.llm {
+        Some(l) => l,
+        None if has_llm_steps => {
+            eprintln!(
+                "error: the program has llm steps but no LLM is configured: add an [llm] section to nanovm.toml (e.g. provider = \"openai\") or pass --mocks"
+            );
+            return EXIT_USAGE;
+        }
+        None => Arc::new(crate::exec::mock::MockLlm::default()),
+    };
+    let context = match &args.context {
+        None => Map::new(),
+        Some(path) => match read_json(path, "context") {
+            Ok(Value::Object(m)) => m,
+            Ok(other) => {
+                eprintln!(
+                    "error: the context file `{}` must hold a JSON object, not {}",
+                    display_name(path),
+                    json_kind(&other)
+                );
+                return EXIT_USAGE;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+    };
+    let progress = args.format == Format::Human && std::io::stderr().is_terminal();
+    let base = Duration::from_millis(args.retry_backoff_ms);
+    let options = RunOptions {
+        backoff_base: base,
+        backoff_max: base.saturating_mul(30),
+        observer: progress.then(|| Arc::new(Progress) as Arc<dyn Observer>),
+    };
+    let runtime = Runtime::new(llm, setup.tools).with_options(options);
+    let runnable = Runnable::new(program);
+    let tokio = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    // Ctrl-C drops the run, which kills any tool process it started.
+    let outcome = tokio.block_on(async {
+        tokio::select! {
+            out = runtime.run(&runnable, context) => Some(out),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        if progress {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("interrupted: the run was stopped (tool processes were killed)");
+        return 130;
+    };
+    let trace = outcome.trace;
+    match args.format {
+        Format::Json => match serde_json::to_string_pretty(&trace) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: cannot write the trace: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        Format::Human => print!("{}", table(&trace)),
+    }
+    match trace.status {
+        Status::Success | Status::Suspended => EXIT_OK,
+        Status::Failed | Status::BudgetExceeded | Status::Stalled => EXIT_INVALID,
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A one-line preview of a value: compact JSON, at most `max` characters.
+fn preview(v: &Value, max: usize) -> String {
+    let s = match v {
+        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        other => other.to_string(),
+    };
+    let s = s.replace(['\n', '\r', '\t'], " ");
+    if s.chars().count() <= max {
+        return s;
+    }
+    let cut: String = s.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
+/// The human trace: one row per step, then the outcome.
+pub fn table(t: &Trace) -> String {
+    let width = t
+        .steps
+        .iter()
+        .map(|s| s.step_id.chars().count() + if s.parent.is_some() { 2 } else { 0 })
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:>3}  {:<width$}  {:<8}  {:>9}  output\n",
+        "#", "step", "status", "time"
+    );
+    let mut n = 0;
+    for s in &t.steps {
+        let (num, name) = match &s.parent {
+            Some(_) => (String::new(), format!("  {}", s.step_id)),
+            None => {
+                n += 1;
+                (n.to_string(), s.step_id.clone())
+            }
+        };
+        let detail = match (&s.status, &s.error) {
+            (StepStatus::Failed | StepStatus::Skipped, Some(e)) => format!(
+                "error: {}",
+                preview(&Value::String(e.clone()), 70).trim_matches('"')
+            ),
+            _ => preview(&s.output, 70),
+        };
+        let detail = match s.retries {
+            0 => detail,
+            1 => format!("{detail}  (after 1 retry)"),
+            r => format!("{detail}  (after {r} retries)"),
+        };
+        out.push_str(&format!(
+            "{num:>3}  {name:<width$}  {:<8}  {:>7.1}ms  {detail}\n",
+            s.status.as_str(),
+            s.duration_ms
+        ));
+    }
+    out.push_str(&format!(
+        "\n{}: {} in {:.1} ms, {} step(s)",
+        t.program_name,
+        t.status.as_str(),
+        t.duration_ms,
+        n
+    ));
+    if t.total_tokens > 0 {
+        out.push_str(&format!(", {} tokens", t.total_tokens));
+    }
+    if let Some(c) = t.cost_usd {
+        out.push_str(&format!(", ${c:.6}"));
+    }
+    out.push('\n');
+    match t.status {
+        Status::Success => out.push_str(&format!(
+            "final output: {}\n",
+            preview(&t.final_output, 200)
+        )),
+        Status::Suspended => out.push_str(&format!(
+            "suspended at step '{}' (a tool answered PENDING)\n",
+            t.suspended_step_id.as_deref().unwrap_or_default()
+        )),
+        _ => {
+            if let Some(e) = &t.error {
+                out.push_str(&format!("error: {e}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// The progress line on a terminal.
+#[derive(Debug)]
+struct Progress;
+
+impl Observer for Progress {
+    fn step_started(&self, step_id: &str, number: u64) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K  [{number}] running {step_id} …");
+        let _ = err.flush();
+    }
+
+    fn step_finished(&self, record: &StepRecord) {
+        if record.parent.is_none() {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}
