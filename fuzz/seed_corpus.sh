@@ -4,6 +4,7 @@
 #   corpus/expr_parse:    the "expr" field of every expression case (expr-*.json)
 #   corpus/program_check: the "program" of every check and run case (check-*.json, run-*.json),
 #                         pretty-printed as nanovm check would read it from a file
+#   corpus/program_run:   the same programs
 set -eu
 cd "$(dirname "$0")"
 mkdir -p corpus/expr_parse corpus/program_check
@@ -19,3 +20,6 @@ for f in ../tests/conformance/cases/check-*.json ../tests/conformance/cases/run-
     [ -s "corpus/program_check/$name" ] || rm -f "corpus/program_check/$name"
 done
 echo "seeded $(ls corpus/program_check | wc -l) inputs into fuzz/corpus/program_check"
+mkdir -p corpus/program_run
+cp corpus/program_check/* corpus/program_run/
+echo "seeded $(ls corpus/program_run | wc -l) inputs into fuzz/corpus/program_run"
