@@ -3,7 +3,9 @@
 //! `1` and `1.0` differ (an int is not a float), key order does not matter.
 
 use serde_json::{Map, Value};
+use sha2::block_api::compress256;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 use std::io::{self, Write};
 
 /// Write `v` as canonical JSON.
@@ -20,24 +22,70 @@ pub fn write<W: Write>(v: &Value, out: &mut W) -> io::Result<()> {
             }
             out.write_all(b"]")
         }
-        scalar => Ok(serde_json::to_writer(out, scalar)?),
+        Value::String(s) => write_str(s, out),
+        Value::Null => out.write_all(b"null"),
+        Value::Bool(true) => out.write_all(b"true"),
+        Value::Bool(false) => out.write_all(b"false"),
+        Value::Number(n) => Ok(serde_json::to_writer(out, n)?),
     }
 }
 
 /// Write an object as canonical JSON.
 pub fn write_object<W: Write>(m: &Map<String, Value>, out: &mut W) -> io::Result<()> {
-    let mut keys: Vec<(&String, &Value)> = m.iter().collect();
+    let mut keys: SmallVec<[(&String, &Value); 16]> = m.iter().collect();
     keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     out.write_all(b"{")?;
     for (i, (k, v)) in keys.into_iter().enumerate() {
         if i > 0 {
             out.write_all(b",")?;
         }
-        serde_json::to_writer(&mut *out, k)?;
+        write_str(k, out)?;
         out.write_all(b":")?;
         write(v, out)?;
     }
     out.write_all(b"}")
+}
+
+/// What a byte becomes inside a JSON string, as serde_json writes it: `0` for itself, a
+/// letter for a short escape, `u` for `\u00XX`.
+#[inline(always)]
+const fn escape(b: u8) -> u8 {
+    match b {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        0x09 => b't',
+        0x0a => b'n',
+        0x0c => b'f',
+        0x0d => b'r',
+        0x00..=0x1f => b'u',
+        _ => 0,
+    }
+}
+
+/// Write a string as a JSON string literal, escaped exactly as serde_json escapes it.
+pub fn write_str<W: Write>(s: &str, out: &mut W) -> io::Result<()> {
+    out.write_all(b"\"")?;
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let e = escape(b);
+        if e == 0 {
+            continue;
+        }
+        out.write_all(bytes.get(start..i).unwrap_or_default())?;
+        start = i + 1;
+        if e == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let hi = HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
+            let lo = HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0');
+            out.write_all(&[b'\\', b'u', b'0', b'0', hi, lo])?;
+        } else {
+            out.write_all(&[b'\\', e])?;
+        }
+    }
+    out.write_all(bytes.get(start..).unwrap_or_default())?;
+    out.write_all(b"\"")
 }
 
 /// Canonical JSON as a string.
@@ -99,44 +147,110 @@ pub fn sha256_hex(v: &Value) -> String {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(hex_digit(b >> 4));
+        s.push(hex_digit(b & 0xf));
     }
     s
+}
+
+#[inline(always)]
+fn hex_digit(d: u8) -> char {
+    char::from(if d < 10 { b'0' + d } else { b'a' + (d - 10) })
+}
+
+/// SHA-256's initial state (FIPS 180-4 §5.3.3).
+pub(crate) const SHA256_INIT: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// Finish a SHA-256: `state` has absorbed the first `len - tail.len()` bytes of a `len`-byte
+/// message (a whole number of blocks), `tail` (shorter than a block) is the rest.
+pub(crate) fn sha256_finish(mut state: [u32; 8], tail: &[u8], len: usize) -> [u8; 32] {
+    let mut pad = [0u8; 128];
+    let n = tail.len().min(63);
+    if let (Some(dst), Some(src)) = (pad.get_mut(..n), tail.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    if let Some(b) = pad.get_mut(n) {
+        *b = 0x80;
+    }
+    let used = if n < 56 { 64 } else { 128 };
+    let bits = (len as u64).wrapping_mul(8);
+    if let Some(dst) = pad.get_mut(used - 8..used) {
+        dst.copy_from_slice(&bits.to_be_bytes());
+    }
+    let (blocks, _) = pad.as_chunks::<64>();
+    compress256(&mut state, blocks.get(..used / 64).unwrap_or_default());
+    let mut out = [0u8; 32];
+    for (o, w) in out.chunks_exact_mut(4).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
+/// SHA-256 of a byte string, straight on the block function (no buffering layer).
+pub(crate) fn sha256(msg: &[u8]) -> [u8; 32] {
+    let (blocks, tail) = msg.as_chunks::<64>();
+    let mut state = SHA256_INIT;
+    compress256(&mut state, blocks);
+    sha256_finish(state, tail, msg.len())
+}
+
+/// A Merkle leaf: `sha256("{index}:{hash}")`.
+fn leaf(index: u64, hash: &str) -> [u8; 32] {
+    let mut msg: SmallVec<[u8; 96]> = SmallVec::new();
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut i = index;
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (i % 10) as u8;
+        }
+        i /= 10;
+        if i == 0 || at == 0 {
+            break;
+        }
+    }
+    msg.extend_from_slice(digits.get(at..).unwrap_or_default());
+    msg.push(b':');
+    msg.extend_from_slice(hash.as_bytes());
+    sha256(&msg)
 }
 
 /// The reference's Merkle root over a trace's state snapshots: leaves are
 /// `sha256("{index}:{hash}")`, each level hashes pairs of digests (an odd last one is paired
 /// with itself), and no snapshots give `sha256("empty")`.
 pub fn merkle_root<'a>(snapshots: impl IntoIterator<Item = (u64, &'a str)>) -> String {
-    let mut level: Vec<[u8; 32]> = snapshots
-        .into_iter()
-        .map(|(i, h)| Sha256::digest(format!("{i}:{h}").as_bytes()).into())
-        .collect();
+    let mut level: Vec<[u8; 32]> = snapshots.into_iter().map(|(i, h)| leaf(i, h)).collect();
     if level.is_empty() {
-        return hex(&Sha256::digest(b"empty"));
+        return hex(&sha256(b"empty"));
     }
+    // Each level overwrites the front of the one below: slot j is written after 2j and
+    // 2j + 1 are read, and later pairs lie further right.
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| {
-                let mut h = Sha256::new();
-                match pair {
-                    [a, b] => {
-                        h.update(a);
-                        h.update(b);
-                    }
-                    [a] => {
-                        h.update(a);
-                        h.update(a);
-                    }
-                    _ => {}
-                }
-                h.finalize().into()
-            })
-            .collect();
+        let half = level.len().div_ceil(2);
+        for j in 0..half {
+            let a = level.get(2 * j).copied().unwrap_or_default();
+            let b = level.get(2 * j + 1).copied().unwrap_or(a);
+            let mut pair = [0u8; 64];
+            let (x, y) = pair.split_at_mut(32);
+            x.copy_from_slice(&a);
+            y.copy_from_slice(&b);
+            if let Some(slot) = level.get_mut(j) {
+                *slot = sha256(&pair);
+            }
+        }
+        level.truncate(half);
     }
     level.first().map_or_else(String::new, |d| hex(d))
 }
@@ -157,6 +271,27 @@ mod tests {
             sha256_hex(&json!({"a": 1, "b": 2})),
             sha256_hex(&json!({"b": 2, "a": 1}))
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é€😀\u{7f}\u{2028}");
+        for s in [all.as_str(), "", "plain", "a\"b\\c", "\u{1f}x"] {
+            let mut out = Vec::new();
+            write_str(s, &mut out).unwrap_or_default();
+            assert_eq!(out, serde_json::to_vec(s).unwrap_or_default(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn block_level_sha256_is_sha256() {
+        let msg: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for n in 0..msg.len() {
+            let m = msg.get(..n).unwrap_or_default();
+            assert_eq!(sha256(m), <[u8; 32]>::from(Sha256::digest(m)), "length {n}");
+        }
+        assert_eq!(hex(&[0x00, 0x7f, 0xa5, 0xff]), "007fa5ff");
     }
 
     #[test]

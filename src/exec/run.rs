@@ -3,9 +3,9 @@
 //! run goes next.
 
 use super::adapter::{BoxFuture, CallError, Llm, LlmRequest, Tools, Usage, fmt_duration};
-use super::canon::merkle_root;
+use super::canon::{hex, merkle_root};
 use super::plan::{Runnable, StepPlan, render_arg, render_text};
-use super::state::State;
+use super::state::{CanonState, Section, State};
 use super::trace::{ErrorClass, Failure, Metrics, Status, StepRecord, StepStatus, Trace};
 use crate::check::graph::{Entry, Next};
 use crate::program::{OnError, OnTimeout, StepType};
@@ -290,9 +290,12 @@ struct Run<'r> {
     rt: &'r Runtime,
     prog: &'r Runnable,
     state: State,
+    /// The state's canonical JSON, kept in step with `state` (every change goes through
+    /// [`Run::apply`]).
+    canon: CanonState,
     trace: Trace,
     executed: u64,
-    last_hash: Option<String>,
+    last_hash: Option<[u8; 32]>,
     stalled: u64,
     clock: Instant,
     elapsed_before: f64,
@@ -308,6 +311,7 @@ impl<'r> Run<'r> {
         Self {
             rt,
             prog,
+            canon: CanonState::new(&state),
             state,
             trace,
             executed,
@@ -349,17 +353,16 @@ impl<'r> Run<'r> {
             let (mut record, subs, ended) = self.step(step, i).await;
             self.executed += 1;
 
-            let hash = self.state.hash();
-            if self.last_hash.as_deref() == Some(hash.as_str()) {
+            let digest = self.canon.digest();
+            if self.last_hash == Some(digest) {
                 self.stalled += 1;
             } else {
                 self.stalled = 0;
             }
+            self.last_hash = Some(digest);
+            let hash = hex(&digest);
             record.state_hash = Some(hash.clone());
-            self.trace
-                .state_snapshots
-                .push((self.executed - 1, hash.clone()));
-            self.last_hash = Some(hash);
+            self.trace.state_snapshots.push((self.executed - 1, hash));
             self.record(step, subs, record);
 
             if let Some(max) = self.prog.max_stalled_steps
@@ -614,14 +617,17 @@ impl<'r> Run<'r> {
     /// for a parallel step each sub-step's output under the sub-step's id.
     fn apply(&mut self, step: &StepPlan, output: Value) {
         if let Some(k) = &step.output_key {
+            self.canon.insert(Section::Data, k, &output);
             self.state.data.insert(k.clone(), output.clone());
         }
         let subs = match (&step.kind, &output) {
             (StepType::Parallel, Value::Object(subs)) => Some(subs.clone()),
             _ => None,
         };
+        self.canon.insert(Section::StepOutputs, &step.id, &output);
         self.state.step_outputs.insert(step.id.clone(), output);
         for (id, v) in subs.into_iter().flatten() {
+            self.canon.insert(Section::StepOutputs, &id, &v);
             self.state.step_outputs.insert(id, v);
         }
     }
