@@ -4,7 +4,8 @@
 //! then resume when the case resumes.
 //!
 //! Compared per case: `status`, `final_output`, `executed`, `error` (class and step),
-//! `steps` (id, status, output, retries), `calls` (a multiset when `unordered_calls`), and
+//! `steps` (id, status, output, retries), `calls` (those inside the parallel step as a
+//! multiset when `unordered_calls`), and
 //! `suspended_step_id`; the same for `resumed`. Where a rule of DESIGN §3/§8 changes the
 //! result, `tests/conformance/overrides/<case>.json` names it: `check.rejected` (the checker
 //! rejects the program) or `run` (fields of `expect` that nanovm replaces, `resumed` merged
@@ -20,6 +21,8 @@ use nanovm::check::catalog::{Catalog, ToolInfo};
 use nanovm::check::{Options, check_source};
 use nanovm::exec::mock::Mocks;
 use nanovm::exec::{Outcome, RunOptions, Runnable, Runtime, Source, Trace};
+
+type Observed = (Value, Option<Value>, Option<(usize, usize)>);
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -92,9 +95,39 @@ fn merge(base: &mut Value, over: &Value) {
     }
 }
 
-fn sort_calls(v: &mut Value) {
-    if let Some(Value::Array(calls)) = v.get_mut("calls") {
-        calls.sort_by_key(Value::to_string);
+/// Where the calls made inside the (one) parallel step of a trace are in its call log:
+/// after the calls of the steps before it (an llm or tool step makes one call per attempt), one
+/// per sub-step.
+fn parallel_window(trace: &Trace, program: &Value) -> Option<(usize, usize)> {
+    let kinds: BTreeMap<&str, &str> = program["steps"]
+        .as_array()?
+        .iter()
+        .filter_map(|s| Some((s["id"].as_str()?, s["type"].as_str()?)))
+        .collect();
+    let mut start = 0;
+    for r in trace.steps.iter().filter(|r| r.parent.is_none()) {
+        match kinds.get(r.step_id.as_str()).copied() {
+            Some("parallel") => {
+                let subs = trace
+                    .steps
+                    .iter()
+                    .filter(|c| c.parent.as_deref() == Some(r.step_id.as_str()))
+                    .count();
+                return Some((start, subs));
+            }
+            Some("llm" | "tool") => start += r.retries as usize + 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Compare the calls inside the parallel step as a multiset: sort that window.
+fn sort_calls(v: &mut Value, window: Option<(usize, usize)>) {
+    if let (Some(Value::Array(calls)), Some((start, len))) = (v.get_mut("calls"), window)
+        && let Some(w) = calls.get_mut(start..start + len)
+    {
+        w.sort_by_key(Value::to_string);
     }
 }
 
@@ -108,7 +141,7 @@ fn block<T>(f: impl Future<Output = T>) -> T {
 }
 
 /// Check and run one case; `Err(codes)` when the checker rejects the program.
-fn run_case(case: &Value) -> Result<(Value, Option<Value>), Vec<String>> {
+fn run_case(case: &Value) -> Result<Observed, Vec<String>> {
     let mocks = Mocks::from_value(case["mocks"].clone()).unwrap();
     let mut catalog = Catalog::new();
     for name in mocks.tools.names() {
@@ -138,6 +171,7 @@ fn run_case(case: &Value) -> Result<(Value, Option<Value>), Vec<String>> {
     block(async {
         let Outcome { trace, cursor } = rt.run_as(&prog, context, "t".into()).await;
         let first = observed(&trace, mocks.log.take());
+        let window = parallel_window(&trace, &case["program"]);
         let resumed = match (case.get("resume"), cursor) {
             (Some(r), Some(cursor)) => {
                 let source = serde_json::from_value::<Source>(r["source"].clone()).unwrap();
@@ -150,7 +184,7 @@ fn run_case(case: &Value) -> Result<(Value, Option<Value>), Vec<String>> {
             (Some(_), None) => Some(json!("not suspended")),
             (None, _) => None,
         };
-        Ok((first, resumed))
+        Ok((first, resumed, window))
     })
 }
 
@@ -185,7 +219,7 @@ fn run_cases() {
                     "{id}: runs, but the override says rejected {want_rejected:?}"
                 ));
             }
-            Ok((first, resumed)) => {
+            Ok((first, resumed, window)) => {
                 ran += 1;
                 let mut got = first;
                 if let Some(r) = resumed {
@@ -219,11 +253,12 @@ fn run_cases() {
                     want["error"]["step_id"] = got["error"]["step_id"].clone();
                 }
                 if case["unordered_calls"] == json!(true) {
+                    assert!(
+                        window.is_some(),
+                        "{id}: unordered calls without a parallel step"
+                    );
                     for v in [&mut got, &mut want] {
-                        sort_calls(v);
-                        if let Some(r) = v.get_mut("resumed") {
-                            sort_calls(r);
-                        }
+                        sort_calls(v, window);
                     }
                 }
                 if got != want {
