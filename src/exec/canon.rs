@@ -65,8 +65,14 @@ const fn escape(b: u8) -> u8 {
 
 /// Write a string as a JSON string literal, escaped exactly as serde_json escapes it.
 pub fn write_str<W: Write>(s: &str, out: &mut W) -> io::Result<()> {
-    out.write_all(b"\"")?;
     let bytes = s.as_bytes();
+    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
+    if bytes.iter().all(plain) {
+        out.write_all(b"\"")?;
+        out.write_all(bytes)?;
+        return out.write_all(b"\"");
+    }
+    out.write_all(b"\"")?;
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let e = escape(b);
@@ -147,17 +153,17 @@ pub fn sha256_hex(v: &Value) -> String {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(hex_digit(b >> 4));
-        s.push(hex_digit(b & 0xf));
+    let mut out = vec![0u8; bytes.len() * 2];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&[hex_digit(b >> 4), hex_digit(b & 0xf)]);
     }
-    s
+    // Only ASCII digits and letters were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[inline(always)]
-fn hex_digit(d: u8) -> char {
-    char::from(if d < 10 { b'0' + d } else { b'a' + (d - 10) })
+fn hex_digit(d: u8) -> u8 {
+    if d < 10 { b'0' + d } else { b'a' + (d - 10) }
 }
 
 /// SHA-256's initial state (FIPS 180-4 §5.3.3).

@@ -2,9 +2,11 @@
 //! name → function registry.
 
 use super::adapter::{BoxFuture, CallError, Tools};
+use super::plan::FxHasher;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 type ToolFn = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
@@ -13,7 +15,7 @@ type ToolFn = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
 /// returns the output, or an error message.
 #[derive(Clone, Default)]
 pub struct NativeTools {
-    tools: HashMap<String, ToolFn>,
+    tools: HashMap<String, ToolFn, BuildHasherDefault<FxHasher>>,
 }
 
 impl fmt::Debug for NativeTools {

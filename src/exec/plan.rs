@@ -1,12 +1,14 @@
 //! A checked program prepared for running: every step's texts and args split into literal
 //! parts and `$references` once (from the checker's templates), so a run only looks values up.
 
-use super::state::State;
 use crate::check::{CheckedProgram, Part, Template};
-use crate::expr::names::lookup;
+use crate::expr::names::{Scope, lookup};
 use crate::json::{Kind, Node, push_pointer_segment};
 use crate::program::{OnError, OnTimeout, Step, StepType};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 /// A prompt or system text.
@@ -22,7 +24,9 @@ pub(crate) enum Arg {
     Const(Value),
     Tpl(Template),
     Array(Vec<Arg>),
-    Object(Vec<(String, Arg)>),
+    /// The keys with `null` values (cloning it copies the keys and the hash table without
+    /// hashing anything), and the values in the map's iteration order.
+    Object(Map<String, Value>, Vec<Arg>),
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +47,52 @@ pub(crate) struct StepPlan {
     /// The condition as written (for messages).
     pub condition: String,
     pub subs: Vec<StepPlan>,
+    /// This step id's output slot (see [`Slots`]).
+    pub slot: usize,
+    /// The alias slot of `output_key` (top-level steps).
+    pub alias: Option<usize>,
 }
+
+/// Where a name can be bound during a run: as a step id (its output slot) and as an
+/// `output_key` (its alias slot). Slots number the program's step ids and output keys, so a
+/// run keeps its bindings in two small vectors instead of cloning outputs into maps.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Slots {
+    pub step: Option<usize>,
+    pub alias: Option<usize>,
+}
+
+/// FxHash (rustc's hasher): names are program identifiers, not adversarial input.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let (words, rest) = bytes.as_chunks::<8>();
+        for w in words {
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(*w)).wrapping_mul(K);
+        }
+        let mut last = [0u8; 8];
+        if let Some(dst) = last.get_mut(..rest.len()) {
+            dst.copy_from_slice(rest);
+        }
+        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type Names = HashMap<Box<str>, Slots, BuildHasherDefault<FxHasher>>;
 
 /// A checked program ready to run (build once, run many times).
 #[derive(Debug, Clone)]
@@ -54,13 +103,35 @@ pub struct Runnable {
     pub(crate) max_steps: Option<u64>,
     pub(crate) max_stalled_steps: Option<u64>,
     pub(crate) max_tokens: Option<u64>,
+    /// Step ids and output keys → their slots.
+    pub(crate) names: Names,
+    pub(crate) step_slots: usize,
+    pub(crate) alias_slots: usize,
+    /// Records of a run through every step once (a first capacity for the trace).
+    pub(crate) records_hint: usize,
 }
 
 impl Runnable {
     pub fn new(checked: CheckedProgram) -> Self {
         let p = checked.program();
-        let steps = p.steps.iter().map(|s| step_plan(&checked, s)).collect();
+        let mut steps: Vec<StepPlan> = p.steps.iter().map(|s| step_plan(&checked, s)).collect();
+        let mut names = Names::default();
+        let (mut step_slots, mut alias_slots) = (0, 0);
+        for s in &mut steps {
+            assign_slots(s, &mut names, &mut step_slots);
+            if let Some(k) = &s.output_key {
+                let slots = names.entry(k.as_str().into()).or_default();
+                s.alias = Some(*slots.alias.get_or_insert_with(|| {
+                    alias_slots += 1;
+                    alias_slots - 1
+                }));
+            }
+        }
         Self {
+            records_hint: steps.iter().map(|s| 1 + s.subs.len()).sum(),
+            names,
+            step_slots,
+            alias_slots,
             name: p.name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
             max_steps: p.max_steps.as_ref().map(|v| v.value),
             max_stalled_steps: p.max_stalled_steps.as_ref().map(|v| v.value),
@@ -129,6 +200,20 @@ fn step_plan(checked: &CheckedProgram, s: &Step) -> StepPlan {
             .iter()
             .map(|c| step_plan(checked, c))
             .collect(),
+        slot: 0,
+        alias: None,
+    }
+}
+
+/// Give a step and its sub-steps the output slots of their ids (one slot per distinct id).
+fn assign_slots(s: &mut StepPlan, names: &mut Names, next: &mut usize) {
+    let slots = names.entry(s.id.as_str().into()).or_default();
+    s.slot = *slots.step.get_or_insert_with(|| {
+        *next += 1;
+        *next - 1
+    });
+    for sub in &mut s.subs {
+        assign_slots(sub, names, next);
     }
 }
 
@@ -172,7 +257,20 @@ fn arg_plan(checked: &CheckedProgram, node: &Node, ptr: &mut String) -> Arg {
             if plans.iter().all(|(_, p)| matches!(p, Arg::Const(_))) {
                 Arg::Const(node.to_value())
             } else {
-                Arg::Object(plans)
+                let shape: Map<String, Value> = plans
+                    .iter()
+                    .map(|(k, _)| (k.clone(), Value::Null))
+                    .collect();
+                let values = shape
+                    .keys()
+                    .map(|k| {
+                        plans
+                            .iter()
+                            .position(|(p, _)| p == k)
+                            .map_or(Arg::Const(Value::Null), |i| plans.swap_remove(i).1)
+                    })
+                    .collect();
+                Arg::Object(shape, values)
             }
         }
         _ => Arg::Const(node.to_value()),
@@ -182,14 +280,18 @@ fn arg_plan(checked: &CheckedProgram, node: &Node, ptr: &mut String) -> Arg {
 /// Write a value into text: a string as itself, anything else as compact JSON in the key
 /// order it has (Q16).
 fn push_value(out: &mut String, v: &Value) {
+    use std::fmt::Write as _;
     match v {
         Value::String(s) => out.push_str(s),
-        other => out.push_str(&other.to_string()),
+        // `Value`'s `Display` is compact JSON; writing cannot fail.
+        other => {
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
 /// Interpolate a template into text. An unresolvable `$path` stays as written (Q19).
-pub(crate) fn render_template(t: &Template, state: &State) -> String {
+pub(crate) fn render_template<S: Scope + ?Sized>(t: &Template, state: &S) -> String {
     if let [Part::Ref { path, raw }] = t.parts.as_slice() {
         return match lookup(state, path) {
             Some(Value::String(s)) => s.clone(),
@@ -197,11 +299,29 @@ pub(crate) fn render_template(t: &Template, state: &State) -> String {
             None => raw.clone(),
         };
     }
-    let mut out = String::new();
+    // Resolve first, so the text is allocated once.
+    let mut found: SmallVec<[Option<&Value>; 8]> = SmallVec::new();
+    let mut len = 0;
+    for part in &t.parts {
+        match part {
+            Part::Lit(s) => len += s.len(),
+            Part::Ref { path, raw } => {
+                let v = lookup(state, path);
+                len += match v {
+                    Some(Value::String(s)) => s.len(),
+                    Some(_) => 16,
+                    None => raw.len(),
+                };
+                found.push(v);
+            }
+        }
+    }
+    let mut out = String::with_capacity(len);
+    let mut found = found.into_iter();
     for part in &t.parts {
         match part {
             Part::Lit(s) => out.push_str(s),
-            Part::Ref { path, raw } => match lookup(state, path) {
+            Part::Ref { raw, .. } => match found.next().flatten() {
                 Some(v) => push_value(&mut out, v),
                 None => out.push_str(raw),
             },
@@ -210,7 +330,7 @@ pub(crate) fn render_template(t: &Template, state: &State) -> String {
     out
 }
 
-pub(crate) fn render_text(t: &Text, state: &State) -> String {
+pub(crate) fn render_text<S: Scope + ?Sized>(t: &Text, state: &S) -> String {
     match t {
         Text::Lit(s) => s.clone(),
         Text::Tpl(t) => render_template(t, state),
@@ -220,7 +340,7 @@ pub(crate) fn render_text(t: &Text, state: &State) -> String {
 /// Resolve an `args` value: a string that is exactly one `$path` takes the referenced
 /// value with its type (Q17); any other string is interpolated; nested objects and lists
 /// are resolved too (Q15).
-pub(crate) fn render_arg(a: &Arg, state: &State) -> Value {
+pub(crate) fn render_arg<S: Scope + ?Sized>(a: &Arg, state: &S) -> Value {
     match a {
         Arg::Const(v) => v.clone(),
         Arg::Tpl(t) => match t.single() {
@@ -231,10 +351,10 @@ pub(crate) fn render_arg(a: &Arg, state: &State) -> Value {
             None => Value::String(render_template(t, state)),
         },
         Arg::Array(items) => Value::Array(items.iter().map(|x| render_arg(x, state)).collect()),
-        Arg::Object(ms) => {
-            let mut m = Map::with_capacity(ms.len());
-            for (k, x) in ms {
-                m.insert(k.clone(), render_arg(x, state));
+        Arg::Object(shape, values) => {
+            let mut m = shape.clone();
+            for (slot, x) in m.values_mut().zip(values) {
+                *slot = render_arg(x, state);
             }
             Value::Object(m)
         }

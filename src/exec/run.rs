@@ -6,15 +6,19 @@ use super::adapter::{BoxFuture, CallError, Llm, LlmRequest, Tools, Usage, fmt_du
 use super::canon::{hex, merkle_root};
 use super::plan::{Runnable, StepPlan, render_arg, render_text};
 use super::state::{CanonState, Section, State};
-use super::trace::{ErrorClass, Failure, Metrics, Status, StepRecord, StepStatus, Trace};
+use super::trace::{
+    ErrorClass, Failure, Metrics, Status, StepRecord, StepStatus, Trace, new_trace_id,
+    timestamp_now,
+};
 use crate::check::graph::{Entry, Next};
+use crate::expr::names::{Root, Scope};
 use crate::program::{OnError, OnTimeout, StepType};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Sees steps as they run (the CLI's progress line).
@@ -131,8 +135,7 @@ impl Runtime {
 
     /// Run a program from its first step with a fresh random trace id.
     pub async fn run(&self, prog: &Runnable, context: Map<String, Value>) -> Outcome {
-        self.run_as(prog, context, uuid::Uuid::new_v4().to_string())
-            .await
+        self.run_as(prog, context, new_trace_id()).await
     }
 
     /// Run a program under a given trace id.
@@ -146,14 +149,14 @@ impl Runtime {
             trace_id,
             program_name: prog.name.clone(),
             status: Status::Suspended,
-            steps: Vec::new(),
+            steps: Vec::with_capacity(prog.records_hint),
             final_output: Value::Null,
             error: None,
             failure: None,
             started_at: now(),
             finished_at: None,
             duration_ms: 0.0,
-            state_snapshots: Vec::new(),
+            state_snapshots: Vec::with_capacity(prog.steps.len()),
             snapshot_root: String::new(),
             suspended_step_id: None,
             step_metrics: Metrics::default(),
@@ -225,7 +228,7 @@ impl Runtime {
 }
 
 fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    timestamp_now()
 }
 
 /// A step failure before `on_error` is applied.
@@ -286,12 +289,62 @@ enum Ended {
     Failed(ErrorClass),
 }
 
+/// What a run's names resolve to: the state it started with, and the outputs bound since,
+/// by reference to the records that hold them (outputs are not copied into the state).
+#[derive(Debug, Clone, Copy)]
+struct Env<'a> {
+    base: &'a State,
+    prog: &'a Runnable,
+    outs: &'a [Option<usize>],
+    aliases: &'a [Option<usize>],
+    records: &'a [StepRecord],
+}
+
+impl Env<'_> {
+    fn bound(&self, slots: &[Option<usize>], slot: Option<usize>) -> Option<&Value> {
+        let r = slots.get(slot?).copied().flatten()?;
+        self.records.get(r).map(|r| &r.output)
+    }
+}
+
+impl Scope for Env<'_> {
+    /// The state's rule (a step id first, then a data key), with outputs bound in this run
+    /// over the starting state's.
+    fn root(&self, name: &str) -> Root<'_> {
+        let slots = self.prog.names.get(name).copied().unwrap_or_default();
+        if let Some(v) = self.bound(self.outs, slots.step) {
+            Root::Step(v)
+        } else if let Some(v) = self.base.step_outputs.get(name) {
+            Root::Step(v)
+        } else if let Some(v) = self.bound(self.aliases, slots.alias) {
+            Root::Data(v)
+        } else if let Some(v) = self.base.data.get(name) {
+            Root::Data(v)
+        } else {
+            Root::Missing
+        }
+    }
+}
+
+/// A binding made by a successful step, in order (to rebuild the state for a cursor).
+#[derive(Debug, Clone, Copy)]
+struct Bound<'r> {
+    section: Section,
+    key: &'r str,
+    record: usize,
+}
+
 struct Run<'r> {
     rt: &'r Runtime,
     prog: &'r Runnable,
-    state: State,
-    /// The state's canonical JSON, kept in step with `state` (every change goes through
-    /// [`Run::apply`]).
+    /// The state the run started with; never changed (see [`Env`]).
+    base: State,
+    /// Per step-id slot, per alias slot: the record whose output is bound there.
+    outs: Vec<Option<usize>>,
+    aliases: Vec<Option<usize>>,
+    bound: Vec<Bound<'r>>,
+    /// The state's canonical JSON, kept in step with the bindings (every change goes
+    /// through [`Run::apply`]).
     canon: CanonState,
     trace: Trace,
     executed: u64,
@@ -312,7 +365,10 @@ impl<'r> Run<'r> {
             rt,
             prog,
             canon: CanonState::new(&state),
-            state,
+            base: state,
+            outs: vec![None; prog.step_slots],
+            aliases: vec![None; prog.alias_slots],
+            bound: Vec::new(),
             trace,
             executed,
             last_hash: None,
@@ -350,8 +406,13 @@ impl<'r> Run<'r> {
             if let Some(o) = &self.rt.opts.observer {
                 o.step_started(&step.id, self.executed + 1);
             }
-            let (mut record, subs, ended) = self.step(step, i).await;
+            let (record, subs, ended) = self.step(step, i).await;
             self.executed += 1;
+            let first = self.trace.steps.len();
+            self.record(step, subs, record);
+            if matches!(ended, Ended::Success { .. }) {
+                self.apply(step, first);
+            }
 
             let digest = self.canon.digest();
             if self.last_hash == Some(digest) {
@@ -361,9 +422,15 @@ impl<'r> Run<'r> {
             }
             self.last_hash = Some(digest);
             let hash = hex(&digest);
-            record.state_hash = Some(hash.clone());
+            if let Some(r) = self.trace.steps.last_mut() {
+                r.state_hash = Some(hash.clone());
+            }
             self.trace.state_snapshots.push((self.executed - 1, hash));
-            self.record(step, subs, record);
+            if let Some(o) = &self.rt.opts.observer {
+                for r in self.trace.steps.get(first..).unwrap_or_default() {
+                    o.step_finished(r);
+                }
+            }
 
             if let Some(max) = self.prog.max_stalled_steps
                 && self.stalled >= max
@@ -423,7 +490,8 @@ impl<'r> Run<'r> {
         self.finish(Status::Success, None, None)
     }
 
-    /// Add a top-level step (after its sub-steps) to the trace.
+    /// Add a top-level step (after its sub-steps) to the trace; the observer hears of them
+    /// once the state hash is set.
     fn record(&mut self, step: &StepPlan, subs: Vec<StepRecord>, record: StepRecord) {
         let m = &mut self.trace.step_metrics;
         match step.kind {
@@ -439,9 +507,6 @@ impl<'r> Run<'r> {
                 if let Some(c) = u.cost_usd {
                     self.trace.cost_usd = Some(self.trace.cost_usd.unwrap_or(0.0) + c);
                 }
-            }
-            if let Some(o) = &self.rt.opts.observer {
-                o.step_finished(&r);
             }
             self.trace.steps.push(r);
         }
@@ -522,12 +587,25 @@ impl<'r> Run<'r> {
             }),
             Next::End | Next::NoTarget | Next::TargetMissing => None,
         };
+        let mut state = self.base;
+        for b in &self.bound {
+            let v = self
+                .trace
+                .steps
+                .get(b.record)
+                .map_or(Value::Null, |r| r.output.clone());
+            let map = match b.section {
+                Section::Data => &mut state.data,
+                Section::StepOutputs => &mut state.step_outputs,
+            };
+            map.insert(b.key.to_owned(), v);
+        }
         let cursor = Cursor {
             version: CURSOR_VERSION,
             program_name: self.prog.name.clone(),
             suspended_step_id: step.id.clone(),
             next,
-            state: self.state,
+            state,
             trace: self.trace.clone(),
             executed: self.executed,
         };
@@ -546,7 +624,14 @@ impl<'r> Run<'r> {
         let started = Instant::now();
         let mut attempt: u32 = 0;
         loop {
-            let result = self.rt.attempt(self.prog, step, index, &self.state).await;
+            let env = Env {
+                base: &self.base,
+                prog: self.prog,
+                outs: &self.outs,
+                aliases: &self.aliases,
+                records: &self.trace.steps,
+            };
+            let result = self.rt.attempt(self.prog, step, index, &env).await;
             match result {
                 Ok(done) => {
                     let pending = step.kind == StepType::Tool
@@ -558,7 +643,7 @@ impl<'r> Run<'r> {
                         } else {
                             StepStatus::Success
                         },
-                        output: done.output.clone(),
+                        output: done.output,
                         error: None,
                         retries: attempt,
                         usage: done.usage,
@@ -570,7 +655,6 @@ impl<'r> Run<'r> {
                     if pending {
                         return (record, done.subs, Ended::Pending);
                     }
-                    self.apply(step, done.output);
                     return (
                         record,
                         done.subs,
@@ -582,7 +666,8 @@ impl<'r> Run<'r> {
                 Err(fail) => {
                     attempt += 1;
                     if step.on_error == OnError::Retry && attempt < step.max_retries {
-                        tokio::time::sleep(self.rt.backoff(attempt)).await;
+                        // Boxed, as the other rare paths: the step future stays small.
+                        Box::pin(tokio::time::sleep(self.rt.backoff(attempt))).await;
                         continue;
                     }
                     let skipped = step.on_error == OnError::Skip;
@@ -614,21 +699,43 @@ impl<'r> Run<'r> {
     }
 
     /// A successful step's output goes into the state: under its id, its `output_key`, and
-    /// for a parallel step each sub-step's output under the sub-step's id.
-    fn apply(&mut self, step: &StepPlan, output: Value) {
-        if let Some(k) = &step.output_key {
-            self.canon.insert(Section::Data, k, &output);
-            self.state.data.insert(k.clone(), output.clone());
-        }
-        let subs = match (&step.kind, &output) {
-            (StepType::Parallel, Value::Object(subs)) => Some(subs.clone()),
-            _ => None,
+    /// for a parallel step each sub-step's output under the sub-step's id. The step's
+    /// records are `first..` of the trace, the step's own last; the state binds to them.
+    fn apply(&mut self, step: &'r StepPlan, first: usize) {
+        let last = self.trace.steps.len().saturating_sub(1);
+        let Some(record) = self.trace.steps.get(last) else {
+            return;
         };
-        self.canon.insert(Section::StepOutputs, &step.id, &output);
-        self.state.step_outputs.insert(step.id.clone(), output);
-        for (id, v) in subs.into_iter().flatten() {
-            self.canon.insert(Section::StepOutputs, &id, &v);
-            self.state.step_outputs.insert(id, v);
+        let mut bind = |section: Section, key: &'r str, slot: Option<usize>, record: usize| {
+            let slots = match section {
+                Section::Data => &mut self.aliases,
+                Section::StepOutputs => &mut self.outs,
+            };
+            if let Some(s) = slot.and_then(|s| slots.get_mut(s)) {
+                *s = Some(record);
+            }
+            self.bound.push(Bound {
+                section,
+                key,
+                record,
+            });
+        };
+        if let Some(k) = &step.output_key {
+            self.canon.insert(Section::Data, k, &record.output);
+            bind(Section::Data, k, step.alias, last);
+        }
+        self.canon
+            .insert(Section::StepOutputs, &step.id, &record.output);
+        bind(Section::StepOutputs, &step.id, Some(step.slot), last);
+        if step.kind == StepType::Parallel {
+            // The sub-steps' records, in plan order, right before the parent's; each one's
+            // output is the parent's output under its id (null when skipped).
+            for (sub, k) in step.subs.iter().zip(first..last) {
+                if let Some(r) = self.trace.steps.get(k) {
+                    self.canon.insert(Section::StepOutputs, &sub.id, &r.output);
+                }
+                bind(Section::StepOutputs, &sub.id, Some(sub.slot), k);
+            }
         }
     }
 }
@@ -655,7 +762,7 @@ impl Runtime {
         prog: &Runnable,
         step: &StepPlan,
         index: usize,
-        state: &State,
+        state: &Env<'_>,
     ) -> Result<Done, Fail> {
         match step.kind {
             StepType::Llm => {
@@ -692,11 +799,11 @@ impl Runtime {
                     )),
                 }
             }
-            StepType::Parallel => self.parallel(step, state).await,
+            StepType::Parallel => Box::pin(self.parallel(step, state)).await,
         }
     }
 
-    async fn parallel(&self, step: &StepPlan, state: &State) -> Result<Done, Fail> {
+    async fn parallel(&self, step: &StepPlan, state: &Env<'_>) -> Result<Done, Fail> {
         // Boxed one by one (not through an iterator adapter): the run future stays `Send`
         // for any lifetime, so runs can be spawned on a multi-thread runtime.
         let mut runs: Vec<BoxFuture<'_, (StepRecord, Value)>> = Vec::with_capacity(step.subs.len());
@@ -742,7 +849,12 @@ impl Runtime {
 
     /// One sub-step of a parallel step: no retries; the parent's `on_error` decides between
     /// failed and skipped (Q33).
-    async fn leaf(&self, parent: &StepPlan, sub: &StepPlan, state: &State) -> (StepRecord, Value) {
+    async fn leaf(
+        &self,
+        parent: &StepPlan,
+        sub: &StepPlan,
+        state: &Env<'_>,
+    ) -> (StepRecord, Value) {
         let started = Instant::now();
         let result = match sub.kind {
             StepType::Llm => self
@@ -780,7 +892,7 @@ impl Runtime {
         (record, output)
     }
 
-    async fn llm(&self, step: &StepPlan, state: &State) -> Result<(String, Option<Usage>), Fail> {
+    async fn llm(&self, step: &StepPlan, state: &Env<'_>) -> Result<(String, Option<Usage>), Fail> {
         let prompt = step
             .prompt
             .as_ref()
@@ -794,7 +906,7 @@ impl Runtime {
         };
         let call = self.llm.complete(req);
         let result = match step.timeout {
-            Some(d) => match tokio::time::timeout(d, call).await {
+            Some(d) => match Box::pin(tokio::time::timeout(d, call)).await {
                 Ok(r) => r,
                 Err(_) => Err(CallError::Timeout(d)),
             },
@@ -841,7 +953,7 @@ impl Runtime {
         ))
     }
 
-    async fn tool(&self, step: &StepPlan, state: &State) -> Result<Value, Fail> {
+    async fn tool(&self, step: &StepPlan, state: &Env<'_>) -> Result<Value, Fail> {
         if !self.tools.contains(&step.tool) {
             return Err(Fail::call(CallError::NotRegistered(step.tool.clone())));
         }

@@ -91,7 +91,6 @@ pub(crate) struct CanonState {
     /// `mids[k]`: the SHA-256 state after the first `k` blocks of `buf`; never empty, and
     /// valid only for blocks before the first byte changed since.
     mids: Vec<[u32; 8]>,
-    scratch: Vec<u8>,
 }
 
 impl CanonState {
@@ -107,7 +106,6 @@ impl CanonState {
             keys: String::with_capacity(128),
             parts: [Part::default(), Part::default()],
             mids,
-            scratch: Vec::with_capacity(64),
         };
         for (k, v) in &state.data {
             c.insert(Section::Data, k, v);
@@ -170,34 +168,45 @@ impl CanonState {
             0
         };
         // Where entry `index` starts (with the comma before it, when it has one).
-        let before: usize = part
-            .entries
-            .get(..index)
-            .unwrap_or_default()
-            .iter()
-            .map(|e| e.len + 1)
-            .sum();
+        let before: usize = if index == n && n > 0 {
+            part.bytes + 1
+        } else {
+            part.entries
+                .get(..index)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.len + 1)
+                .sum()
+        };
         let start = self.start(s);
-        self.scratch.clear();
+        // The new bytes are written at the end of `buf` and rotated into place.
         let at = if replace || index == 0 {
             start + before
         } else {
             // After the previous entry, whose comma `before` counted.
-            self.scratch.push(b',');
             start + before - 1
         };
-        let head = self.scratch.len();
-        // Writing into a Vec cannot fail.
-        let _ = canon::write_str(key, &mut self.scratch);
-        self.scratch.push(b':');
-        let _ = canon::write(value, &mut self.scratch);
-        let len = self.scratch.len() - head;
-        if !replace && index == 0 && n > 0 {
-            self.scratch.push(b',');
+        if replace {
+            let end = (at + old).min(self.buf.len());
+            self.buf.drain(at.min(end)..end);
         }
-        let end = at + old;
-        self.buf.splice(at..end, self.scratch.iter().copied());
-        let added = self.scratch.len();
+        let tail = self.buf.len();
+        if !replace && index > 0 {
+            self.buf.push(b',');
+        }
+        let head = self.buf.len();
+        // Writing into a Vec cannot fail.
+        let _ = canon::write_str(key, &mut self.buf);
+        self.buf.push(b':');
+        let _ = canon::write(value, &mut self.buf);
+        let len = self.buf.len() - head;
+        if !replace && index == 0 && n > 0 {
+            self.buf.push(b',');
+        }
+        let added = self.buf.len() - tail;
+        if let Some(moved) = self.buf.get_mut(at..) {
+            moved.rotate_right(added);
+        }
         self.mids.truncate(at / 64 + 1);
 
         if replace {

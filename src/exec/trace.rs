@@ -7,6 +7,9 @@
 use super::adapter::Usage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How a run ended (or that it is suspended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,5 +180,132 @@ impl Trace {
     /// Step ids in trace order.
     pub fn executed(&self) -> impl Iterator<Item = &str> {
         self.steps.iter().map(|s| s.step_id.as_str())
+    }
+}
+
+/// A fresh trace id: an RFC 4122 version-4 UUID (lower-case, hyphenated).
+///
+/// Drawing 122 random bits from the OS per run costs a system call; instead 128 bits are
+/// drawn once per process and mixed with a process-wide counter through bijections, so ids
+/// are unique within a process (for 2^62 runs: the low 62 bits are a permutation of the
+/// counter), unrelated across processes (the seed), and look random. They are identifiers,
+/// not secrets.
+pub(crate) fn new_trace_id() -> String {
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (seed_hi, seed_lo) = *SEED.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    const LOW62: u64 = (1 << 62) - 1;
+    // A permutation of [0, 2^62): xor with a constant, xorshift, multiply by an odd number.
+    let mut lo = (n ^ seed_lo) & LOW62;
+    lo ^= lo >> 29;
+    lo = lo.wrapping_mul(0xbf58_476d_1ce4_e5b9) & LOW62;
+    lo ^= lo >> 32;
+    let hi = seed_hi ^ mix64(n ^ seed_lo.rotate_left(17));
+    // The variant takes the two bits above the 62, the version a nibble of `hi`.
+    let bytes = uuid::Uuid::from_u64_pair(hi, lo).into_bytes();
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_owned()
+}
+
+/// The splitmix64 finaliser.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Now, as RFC 3339 UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
+pub(crate) fn timestamp_now() -> String {
+    rfc3339_millis(SystemTime::now())
+}
+
+/// RFC 3339 UTC with milliseconds, the format of `humantime::format_rfc3339_millis` (times
+/// before 1970 print as the epoch, after 9999 as its last millisecond).
+fn rfc3339_millis(t: SystemTime) -> String {
+    const MAX_SECS: u64 = 253_402_300_799; // 9999-12-31T23:59:59
+    let (secs, millis) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.as_secs() <= MAX_SECS => (d.as_secs(), d.subsec_millis()),
+        Ok(_) => (MAX_SECS, 999),
+        Err(_) => (0, 0),
+    };
+    let (y, m, d) = civil_from_days(secs / 86_400);
+    let s = secs % 86_400;
+    let mut out = String::with_capacity(24);
+    let put = |o: &mut String, n: u64, width: u32, sep: char| {
+        for k in (0..width).rev() {
+            o.push(char::from(b'0' + (n / 10u64.pow(k) % 10) as u8));
+        }
+        o.push(sep);
+    };
+    put(&mut out, y, 4, '-');
+    put(&mut out, m, 2, '-');
+    put(&mut out, d, 2, 'T');
+    put(&mut out, s / 3600, 2, ':');
+    put(&mut out, s / 60 % 60, 2, ':');
+    put(&mut out, s % 60, 2, '.');
+    put(&mut out, u64::from(millis), 3, 'Z');
+    out
+}
+
+/// Days since 1970-01-01 → (year, month, day) of the proleptic Gregorian calendar (Howard
+/// Hinnant's `civil_from_days`, for days ≥ 0).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_humantimes() {
+        let mut secs: u64 = 0;
+        while secs < 253_402_300_799 {
+            for ms in [0, 7, 999] {
+                let t = UNIX_EPOCH + Duration::new(secs, ms * 1_000_000 + 123);
+                assert_eq!(
+                    rfc3339_millis(t),
+                    humantime::format_rfc3339_millis(t).to_string()
+                );
+            }
+            secs = secs * 3 / 2 + 86_399;
+        }
+        for day in 0..(3 * 146_097) {
+            let t = UNIX_EPOCH + Duration::from_secs(day * 86_400 + 86_399);
+            assert_eq!(
+                rfc3339_millis(t),
+                humantime::format_rfc3339_millis(t).to_string()
+            );
+        }
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH + Duration::from_secs(u64::MAX / 4)),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn trace_ids_are_unique_v4_uuids() {
+        let ids: Vec<String> = (0..10_000).map(|_| new_trace_id()).collect();
+        let distinct: HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            let u = uuid::Uuid::parse_str(id).unwrap_or_default();
+            assert_eq!(u.get_version_num(), 4, "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(&u.hyphenated().to_string(), id);
+        }
     }
 }
