@@ -10,40 +10,92 @@ use std::io::{self, Write};
 
 /// Write `v` as canonical JSON.
 pub fn write<W: Write>(v: &Value, out: &mut W) -> io::Result<()> {
-    match v {
-        Value::Object(m) => write_object(m, out),
-        Value::Array(items) => {
-            out.write_all(b"[")?;
-            for (i, x) in items.iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b",")?;
-                }
-                write(x, out)?;
-            }
-            out.write_all(b"]")
-        }
-        Value::String(s) => write_str(s, out),
-        Value::Null => out.write_all(b"null"),
-        Value::Bool(true) => out.write_all(b"true"),
-        Value::Bool(false) => out.write_all(b"false"),
-        Value::Number(n) => Ok(serde_json::to_writer(out, n)?),
-    }
+    let mut buf = Vec::new();
+    put(v, &mut buf);
+    out.write_all(&buf)
 }
 
 /// Write an object as canonical JSON.
 pub fn write_object<W: Write>(m: &Map<String, Value>, out: &mut W) -> io::Result<()> {
+    let mut buf = Vec::new();
+    put_object(m, &mut buf);
+    out.write_all(&buf)
+}
+
+/// Write a string as a JSON string literal, escaped exactly as serde_json escapes it.
+pub fn write_str<W: Write>(s: &str, out: &mut W) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(s.len() + 2);
+    put_str(s, &mut buf);
+    out.write_all(&buf)
+}
+
+/// Append `v` as canonical JSON.
+pub(crate) fn put(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(m) => put_object(m, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, x) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                put(x, out);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => put_str(s, out),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_u64() {
+                put_u64(i, out);
+            } else if let Some(i) = n.as_i64() {
+                out.push(b'-');
+                put_u64(i.unsigned_abs(), out);
+            } else {
+                // Floats as serde_json writes them (ryu); writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
+        }
+    }
+}
+
+/// Append an integer in decimal.
+fn put_u64(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(decimal(n, &mut [0; 20]));
+}
+
+/// An integer in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
+/// Append an object as canonical JSON.
+fn put_object(m: &Map<String, Value>, out: &mut Vec<u8>) {
     let mut keys: SmallVec<[(&String, &Value); 16]> = m.iter().collect();
     keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    out.write_all(b"{")?;
+    out.push(b'{');
     for (i, (k, v)) in keys.into_iter().enumerate() {
         if i > 0 {
-            out.write_all(b",")?;
+            out.push(b',');
         }
-        write_str(k, out)?;
-        out.write_all(b":")?;
-        write(v, out)?;
+        put_str(k, out);
+        out.push(b':');
+        put(v, out);
     }
-    out.write_all(b"}")
+    out.push(b'}');
 }
 
 /// What a byte becomes inside a JSON string, as serde_json writes it: `0` for itself, a
@@ -63,35 +115,51 @@ const fn escape(b: u8) -> u8 {
     }
 }
 
-/// Write a string as a JSON string literal, escaped exactly as serde_json escapes it.
-pub fn write_str<W: Write>(s: &str, out: &mut W) -> io::Result<()> {
+/// Whether any of 8 bytes is below 0x20, a quote or a backslash (exact: the borrow of a
+/// subtraction only reaches bytes above one that is flagged).
+#[inline(always)]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (control | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) != 0
+}
+
+/// Append a string as a JSON string literal, escaped exactly as serde_json escapes it.
+pub(crate) fn put_str(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
-    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
-    if bytes.iter().all(plain) {
-        out.write_all(b"\"")?;
-        out.write_all(bytes)?;
-        return out.write_all(b"\"");
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let (words, rest) = bytes.as_chunks::<8>();
+    if !words
+        .iter()
+        .any(|w| word_needs_escape(u64::from_le_bytes(*w)))
+        && rest.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
     }
-    out.write_all(b"\"")?;
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let e = escape(b);
-        if e == 0 {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
             continue;
         }
-        out.write_all(bytes.get(start..i).unwrap_or_default())?;
+        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
         start = i + 1;
+        let e = escape(b);
         if e == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             let hi = HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0');
             let lo = HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0');
-            out.write_all(&[b'\\', b'u', b'0', b'0', hi, lo])?;
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
         } else {
-            out.write_all(&[b'\\', e])?;
+            out.extend_from_slice(&[b'\\', e]);
         }
     }
-    out.write_all(bytes.get(start..).unwrap_or_default())?;
-    out.write_all(b"\"")
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    out.push(b'"');
 }
 
 /// Canonical JSON as a string.
@@ -214,20 +282,7 @@ pub(crate) fn sha256(msg: &[u8]) -> [u8; 32] {
 /// A Merkle leaf: `sha256("{index}:{hash}")`.
 fn leaf(index: u64, hash: &str) -> [u8; 32] {
     let mut msg: SmallVec<[u8; 96]> = SmallVec::new();
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut i = index;
-    loop {
-        at -= 1;
-        if let Some(d) = digits.get_mut(at) {
-            *d = b'0' + (i % 10) as u8;
-        }
-        i /= 10;
-        if i == 0 || at == 0 {
-            break;
-        }
-    }
-    msg.extend_from_slice(digits.get(at..).unwrap_or_default());
+    msg.extend_from_slice(decimal(index, &mut [0; 20]));
     msg.push(b':');
     msg.extend_from_slice(hash.as_bytes());
     sha256(&msg)
@@ -272,6 +327,24 @@ mod tests {
             to_string(&json!({"b": [1, 1.0, "1", null], "a": {"z": true, "é": "x\n"}})),
             r#"{"a":{"z":true,"é":"x\n"},"b":[1,1.0,"1",null]}"#
         );
+        let numbers = json!([
+            0,
+            7,
+            -1,
+            10,
+            -10,
+            i64::MIN,
+            i64::MAX,
+            u64::MAX,
+            1.5,
+            -0.0,
+            1e300,
+            0.1
+        ]);
+        assert_eq!(
+            to_string(&numbers),
+            serde_json::to_string(&numbers).unwrap_or_default()
+        );
         assert_ne!(sha256_hex(&json!(1)), sha256_hex(&json!("1")));
         assert_eq!(
             sha256_hex(&json!({"a": 1, "b": 2})),
@@ -283,7 +356,23 @@ mod tests {
     fn strings_are_escaped_as_serde_json_escapes_them() {
         let mut all: String = (0u8..0x80).map(char::from).collect();
         all.push_str("é€😀\u{7f}\u{2028}");
-        for s in [all.as_str(), "", "plain", "a\"b\\c", "\u{1f}x"] {
+        let mut cases = vec![
+            all.clone(),
+            String::new(),
+            "plain".into(),
+            "a\"b\\c".into(),
+            "\u{1f}x".into(),
+        ];
+        for special in [
+            '"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '!', '#', '[', ']', '\u{7f}', 'é',
+        ] {
+            for at in 0..20 {
+                let mut t: String = "abcdefghijklmnopqrs".chars().take(19).collect();
+                t.insert(at.min(t.len()), special);
+                cases.push(t);
+            }
+        }
+        for s in cases.iter().map(String::as_str) {
             let mut out = Vec::new();
             write_str(s, &mut out).unwrap_or_default();
             assert_eq!(out, serde_json::to_vec(s).unwrap_or_default(), "{s:?}");

@@ -105,8 +105,9 @@ pub struct Runnable {
     pub(crate) max_tokens: Option<u64>,
     /// Step ids and output keys → their slots.
     pub(crate) names: Names,
-    pub(crate) step_slots: usize,
-    pub(crate) alias_slots: usize,
+    /// Slot → step id, slot → output key.
+    pub(crate) step_names: Vec<String>,
+    pub(crate) alias_names: Vec<String>,
     /// Records of a run through every step once (a first capacity for the trace).
     pub(crate) records_hint: usize,
 }
@@ -116,22 +117,22 @@ impl Runnable {
         let p = checked.program();
         let mut steps: Vec<StepPlan> = p.steps.iter().map(|s| step_plan(&checked, s)).collect();
         let mut names = Names::default();
-        let (mut step_slots, mut alias_slots) = (0, 0);
+        let (mut step_names, mut alias_names) = (Vec::new(), Vec::new());
         for s in &mut steps {
-            assign_slots(s, &mut names, &mut step_slots);
+            assign_slots(s, &mut names, &mut step_names);
             if let Some(k) = &s.output_key {
                 let slots = names.entry(k.as_str().into()).or_default();
                 s.alias = Some(*slots.alias.get_or_insert_with(|| {
-                    alias_slots += 1;
-                    alias_slots - 1
+                    alias_names.push(k.clone());
+                    alias_names.len() - 1
                 }));
             }
         }
         Self {
             records_hint: steps.iter().map(|s| 1 + s.subs.len()).sum(),
             names,
-            step_slots,
-            alias_slots,
+            step_names,
+            alias_names,
             name: p.name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
             max_steps: p.max_steps.as_ref().map(|v| v.value),
             max_stalled_steps: p.max_stalled_steps.as_ref().map(|v| v.value),
@@ -206,14 +207,14 @@ fn step_plan(checked: &CheckedProgram, s: &Step) -> StepPlan {
 }
 
 /// Give a step and its sub-steps the output slots of their ids (one slot per distinct id).
-fn assign_slots(s: &mut StepPlan, names: &mut Names, next: &mut usize) {
+fn assign_slots(s: &mut StepPlan, names: &mut Names, slot_names: &mut Vec<String>) {
     let slots = names.entry(s.id.as_str().into()).or_default();
     s.slot = *slots.step.get_or_insert_with(|| {
-        *next += 1;
-        *next - 1
+        slot_names.push(s.id.clone());
+        slot_names.len() - 1
     });
     for sub in &mut s.subs {
-        assign_slots(sub, names, next);
+        assign_slots(sub, names, slot_names);
     }
 }
 

@@ -16,6 +16,7 @@ use crate::program::{OnError, OnTimeout, StepType};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -328,10 +329,65 @@ impl Scope for Env<'_> {
 
 /// A binding made by a successful step, in order (to rebuild the state for a cursor).
 #[derive(Debug, Clone, Copy)]
-struct Bound<'r> {
+struct Bound {
     section: Section,
-    key: &'r str,
+    slot: usize,
     record: usize,
+}
+
+/// A run's working buffers, kept per thread between runs (their allocations are reused).
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The state's canonical JSON, kept in step with the bindings (every change goes
+    /// through [`Run::apply`]).
+    canon: CanonState,
+    /// Per step-id slot, per alias slot: the record whose output is bound there.
+    outs: Vec<Option<usize>>,
+    aliases: Vec<Option<usize>>,
+    bound: Vec<Bound>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A [`Scratch`] that goes back to its thread's pool when the run ends.
+#[derive(Debug)]
+struct Pooled(Scratch);
+
+impl Pooled {
+    fn take(prog: &Runnable, state: &State) -> Self {
+        let mut s = SCRATCH
+            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        s.canon.reset(state);
+        s.outs.clear();
+        s.outs.resize(prog.step_names.len(), None);
+        s.aliases.clear();
+        s.aliases.resize(prog.alias_names.len(), None);
+        s.bound.clear();
+        Self(s)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        const KEEP: usize = 64;
+        const KEEP_BYTES: usize = 64 * 1024;
+        let s = std::mem::take(&mut self.0);
+        if s.canon.capacity() > KEEP_BYTES {
+            return;
+        }
+        let _ = SCRATCH.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut()
+                && p.len() < KEEP
+            {
+                p.push(s);
+            }
+        });
+    }
 }
 
 struct Run<'r> {
@@ -339,18 +395,14 @@ struct Run<'r> {
     prog: &'r Runnable,
     /// The state the run started with; never changed (see [`Env`]).
     base: State,
-    /// Per step-id slot, per alias slot: the record whose output is bound there.
-    outs: Vec<Option<usize>>,
-    aliases: Vec<Option<usize>>,
-    bound: Vec<Bound<'r>>,
-    /// The state's canonical JSON, kept in step with the bindings (every change goes
-    /// through [`Run::apply`]).
-    canon: CanonState,
+    scratch: Pooled,
     trace: Trace,
     executed: u64,
     last_hash: Option<[u8; 32]>,
     stalled: u64,
     clock: Instant,
+    /// When the last step's attempt ended (see [`Run::step`]).
+    mark: Instant,
     elapsed_before: f64,
 }
 
@@ -361,19 +413,18 @@ fn ms(d: Duration) -> f64 {
 impl<'r> Run<'r> {
     fn new(rt: &'r Runtime, prog: &'r Runnable, state: State, trace: Trace, executed: u64) -> Self {
         let elapsed_before = trace.duration_ms;
+        let now = Instant::now();
         Self {
             rt,
             prog,
-            canon: CanonState::new(&state),
+            scratch: Pooled::take(prog, &state),
             base: state,
-            outs: vec![None; prog.step_slots],
-            aliases: vec![None; prog.alias_slots],
-            bound: Vec::new(),
             trace,
             executed,
             last_hash: None,
             stalled: 0,
-            clock: Instant::now(),
+            clock: now,
+            mark: now,
             elapsed_before,
         }
     }
@@ -405,6 +456,8 @@ impl<'r> Run<'r> {
             }
             if let Some(o) = &self.rt.opts.observer {
                 o.step_started(&step.id, self.executed + 1);
+                // The observer's time is not the step's.
+                self.mark = Instant::now();
             }
             let (record, subs, ended) = self.step(step, i).await;
             self.executed += 1;
@@ -414,7 +467,7 @@ impl<'r> Run<'r> {
                 self.apply(step, first);
             }
 
-            let digest = self.canon.digest();
+            let digest = self.scratch.0.canon.digest();
             if self.last_hash == Some(digest) {
                 self.stalled += 1;
             } else {
@@ -532,6 +585,12 @@ impl<'r> Run<'r> {
         self.finish(Status::Failed, Some(failure), Some(msg.into()))
     }
 
+    /// Milliseconds since `started`; the end of this step is the start of the next one.
+    fn lap(&mut self, started: Instant) -> f64 {
+        self.mark = Instant::now();
+        ms(self.mark.saturating_duration_since(started))
+    }
+
     fn seal(&mut self) {
         self.trace.duration_ms = self.elapsed_before + ms(self.clock.elapsed());
         self.trace.snapshot_root = merkle_root(
@@ -588,7 +647,7 @@ impl<'r> Run<'r> {
             Next::End | Next::NoTarget | Next::TargetMissing => None,
         };
         let mut state = self.base;
-        for b in &self.bound {
+        for b in &self.scratch.0.bound {
             let v = self
                 .trace
                 .steps
@@ -598,7 +657,11 @@ impl<'r> Run<'r> {
                 Section::Data => &mut state.data,
                 Section::StepOutputs => &mut state.step_outputs,
             };
-            map.insert(b.key.to_owned(), v);
+            let names = match b.section {
+                Section::Data => &self.prog.alias_names,
+                Section::StepOutputs => &self.prog.step_names,
+            };
+            map.insert(names.get(b.slot).cloned().unwrap_or_default(), v);
         }
         let cursor = Cursor {
             version: CURSOR_VERSION,
@@ -615,20 +678,25 @@ impl<'r> Run<'r> {
         }
     }
 
-    /// Run one top-level step with its retries and `on_error`, and apply its output.
+    /// Run one top-level step with its retries and `on_error`.
+    ///
+    /// The step's time runs from the end of the previous step's attempt (or the start of
+    /// the run, or the observer's `step_started`) to the end of its own: one clock read per
+    /// step; the runtime's bookkeeping between two steps (hashing, recording: well under a
+    /// microsecond) counts to the second.
     async fn step(
         &mut self,
         step: &StepPlan,
         index: usize,
     ) -> (StepRecord, Vec<StepRecord>, Ended) {
-        let started = Instant::now();
+        let started = self.mark;
         let mut attempt: u32 = 0;
         loop {
             let env = Env {
                 base: &self.base,
                 prog: self.prog,
-                outs: &self.outs,
-                aliases: &self.aliases,
+                outs: &self.scratch.0.outs,
+                aliases: &self.scratch.0.aliases,
                 records: &self.trace.steps,
             };
             let result = self.rt.attempt(self.prog, step, index, &env).await;
@@ -647,7 +715,7 @@ impl<'r> Run<'r> {
                         error: None,
                         retries: attempt,
                         usage: done.usage,
-                        duration_ms: ms(started.elapsed()),
+                        duration_ms: self.lap(started),
                         parent: None,
                         fuel: done.fuel,
                         state_hash: None,
@@ -682,7 +750,7 @@ impl<'r> Run<'r> {
                         error: Some(fail.message),
                         retries: attempt - 1,
                         usage: None,
-                        duration_ms: ms(started.elapsed()),
+                        duration_ms: self.lap(started),
                         parent: None,
                         fuel: None,
                         state_hash: None,
@@ -701,40 +769,47 @@ impl<'r> Run<'r> {
     /// A successful step's output goes into the state: under its id, its `output_key`, and
     /// for a parallel step each sub-step's output under the sub-step's id. The step's
     /// records are `first..` of the trace, the step's own last; the state binds to them.
-    fn apply(&mut self, step: &'r StepPlan, first: usize) {
+    fn apply(&mut self, step: &StepPlan, first: usize) {
         let last = self.trace.steps.len().saturating_sub(1);
         let Some(record) = self.trace.steps.get(last) else {
             return;
         };
-        let mut bind = |section: Section, key: &'r str, slot: Option<usize>, record: usize| {
+        let Scratch {
+            canon,
+            outs,
+            aliases,
+            bound,
+        } = &mut self.scratch.0;
+        let mut bind = |section: Section, slot: Option<usize>, record: usize| {
             let slots = match section {
-                Section::Data => &mut self.aliases,
-                Section::StepOutputs => &mut self.outs,
+                Section::Data => &mut *aliases,
+                Section::StepOutputs => &mut *outs,
             };
-            if let Some(s) = slot.and_then(|s| slots.get_mut(s)) {
-                *s = Some(record);
+            if let Some(slot) = slot {
+                if let Some(s) = slots.get_mut(slot) {
+                    *s = Some(record);
+                }
+                bound.push(Bound {
+                    section,
+                    slot,
+                    record,
+                });
             }
-            self.bound.push(Bound {
-                section,
-                key,
-                record,
-            });
         };
         if let Some(k) = &step.output_key {
-            self.canon.insert(Section::Data, k, &record.output);
-            bind(Section::Data, k, step.alias, last);
+            canon.insert(Section::Data, k, &record.output);
+            bind(Section::Data, step.alias, last);
         }
-        self.canon
-            .insert(Section::StepOutputs, &step.id, &record.output);
-        bind(Section::StepOutputs, &step.id, Some(step.slot), last);
+        canon.insert(Section::StepOutputs, &step.id, &record.output);
+        bind(Section::StepOutputs, Some(step.slot), last);
         if step.kind == StepType::Parallel {
             // The sub-steps' records, in plan order, right before the parent's; each one's
             // output is the parent's output under its id (null when skipped).
             for (sub, k) in step.subs.iter().zip(first..last) {
                 if let Some(r) = self.trace.steps.get(k) {
-                    self.canon.insert(Section::StepOutputs, &sub.id, &r.output);
+                    canon.insert(Section::StepOutputs, &sub.id, &r.output);
                 }
-                bind(Section::StepOutputs, &sub.id, Some(sub.slot), k);
+                bind(Section::StepOutputs, Some(sub.slot), k);
             }
         }
     }

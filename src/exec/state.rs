@@ -93,27 +93,58 @@ pub(crate) struct CanonState {
     mids: Vec<[u32; 8]>,
 }
 
-impl CanonState {
-    pub(crate) fn new(state: &State) -> Self {
-        let mut buf = Vec::with_capacity(256);
-        buf.extend_from_slice(OPEN);
-        buf.extend_from_slice(MIDDLE);
-        buf.extend_from_slice(CLOSE);
-        let mut mids = Vec::with_capacity(8);
-        mids.push(SHA256_INIT);
-        let mut c = Self {
-            buf,
-            keys: String::with_capacity(128),
+impl Default for CanonState {
+    /// Empty buffers (no allocation); [`CanonState::reset`] before use.
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            keys: String::new(),
             parts: [Part::default(), Part::default()],
-            mids,
-        };
+            mids: Vec::new(),
+        }
+    }
+}
+
+impl CanonState {
+    #[cfg(test)]
+    pub(crate) fn new(state: &State) -> Self {
+        let mut c = Self::default();
+        c.reset(state);
+        c
+    }
+
+    /// Start over from `state`, keeping the buffers.
+    pub(crate) fn reset(&mut self, state: &State) {
+        self.buf.clear();
+        self.buf.reserve(256);
+        self.buf.extend_from_slice(OPEN);
+        self.buf.extend_from_slice(MIDDLE);
+        self.buf.extend_from_slice(CLOSE);
+        self.keys.clear();
+        for p in &mut self.parts {
+            p.entries.clear();
+            p.bytes = 0;
+        }
+        self.mids.clear();
+        self.mids.push(SHA256_INIT);
         for (k, v) in &state.data {
-            c.insert(Section::Data, k, v);
+            self.insert(Section::Data, k, v);
         }
         for (k, v) in &state.step_outputs {
-            c.insert(Section::StepOutputs, k, v);
+            self.insert(Section::StepOutputs, k, v);
         }
-        c
+    }
+
+    /// Bytes held (to decide whether keeping the buffers for another run is worth it).
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+            + self.keys.capacity()
+            + self.mids.capacity() * 32
+            + self
+                .parts
+                .iter()
+                .map(|p| p.entries.capacity() * 16)
+                .sum::<usize>()
     }
 
     fn part(&self, s: Section) -> &Part {
@@ -195,10 +226,9 @@ impl CanonState {
             self.buf.push(b',');
         }
         let head = self.buf.len();
-        // Writing into a Vec cannot fail.
-        let _ = canon::write_str(key, &mut self.buf);
+        canon::put_str(key, &mut self.buf);
         self.buf.push(b':');
-        let _ = canon::write(value, &mut self.buf);
+        canon::put(value, &mut self.buf);
         let len = self.buf.len() - head;
         if !replace && index == 0 && n > 0 {
             self.buf.push(b',');
