@@ -228,6 +228,22 @@ impl Runtime {
     }
 }
 
+/// The sum of two usages (`None` when neither has one).
+fn add_usage(a: Option<Usage>, b: Option<Usage>) -> Option<Usage> {
+    match (a, b) {
+        (None, x) | (x, None) => x,
+        (Some(a), Some(b)) => Some(Usage {
+            prompt_tokens: a.prompt_tokens.saturating_add(b.prompt_tokens),
+            completion_tokens: a.completion_tokens.saturating_add(b.completion_tokens),
+            total_tokens: a.total_tokens.saturating_add(b.total_tokens),
+            cost_usd: match (a.cost_usd, b.cost_usd) {
+                (None, None) => None,
+                (x, y) => Some(x.unwrap_or(0.0) + y.unwrap_or(0.0)),
+            },
+        }),
+    }
+}
+
 fn now() -> String {
     timestamp_now()
 }
@@ -238,6 +254,9 @@ struct Fail {
     class: ErrorClass,
     message: String,
     subs: Vec<StepRecord>,
+    /// Tokens the failed attempt used (an LLM reply outside `allowed_outputs`): they count
+    /// toward the step's usage and `max_tokens` like any others.
+    usage: Option<Usage>,
 }
 
 impl Fail {
@@ -246,6 +265,7 @@ impl Fail {
             class,
             message: message.into(),
             subs: Vec::new(),
+            usage: None,
         }
     }
 
@@ -691,6 +711,8 @@ impl<'r> Run<'r> {
     ) -> (StepRecord, Vec<StepRecord>, Ended) {
         let started = self.mark;
         let mut attempt: u32 = 0;
+        // Usage of failed attempts, added to the step's.
+        let mut spent: Option<Usage> = None;
         loop {
             let env = Env {
                 base: &self.base,
@@ -714,7 +736,7 @@ impl<'r> Run<'r> {
                         output: done.output,
                         error: None,
                         retries: attempt,
-                        usage: done.usage,
+                        usage: add_usage(spent, done.usage),
                         duration_ms: self.lap(started),
                         parent: None,
                         fuel: done.fuel,
@@ -731,7 +753,8 @@ impl<'r> Run<'r> {
                         },
                     );
                 }
-                Err(fail) => {
+                Err(mut fail) => {
+                    spent = add_usage(spent, fail.usage.take());
                     attempt += 1;
                     if step.on_error == OnError::Retry && attempt < step.max_retries {
                         // Boxed, as the other rare paths: the step future stays small.
@@ -749,7 +772,7 @@ impl<'r> Run<'r> {
                         output: Value::Null,
                         error: Some(fail.message),
                         retries: attempt - 1,
-                        usage: None,
+                        usage: spent,
                         duration_ms: self.lap(started),
                         parent: None,
                         fuel: None,
@@ -881,15 +904,31 @@ impl Runtime {
     async fn parallel(&self, step: &StepPlan, state: &Env<'_>) -> Result<Done, Fail> {
         // Boxed one by one (not through an iterator adapter): the run future stays `Send`
         // for any lifetime, so runs can be spawned on a multi-thread runtime.
-        let mut runs: Vec<BoxFuture<'_, (StepRecord, Value)>> = Vec::with_capacity(step.subs.len());
-        for sub in &step.subs {
-            runs.push(Box::pin(self.leaf(step, sub, state)));
-        }
         let results: Vec<(StepRecord, Value)> = match step.max_concurrency {
             Some(n) if n < step.subs.len() => {
-                futures_util::stream::iter(runs).buffered(n).collect().await
+                // A finished sub-step frees its slot at once (unordered); the results are put
+                // back in array order.
+                let mut runs: Vec<BoxFuture<'_, (usize, (StepRecord, Value))>> =
+                    Vec::with_capacity(step.subs.len());
+                for (i, sub) in step.subs.iter().enumerate() {
+                    let run = self.leaf(step, sub, state);
+                    runs.push(Box::pin(async move { (i, run.await) }));
+                }
+                let mut done: Vec<(usize, (StepRecord, Value))> = futures_util::stream::iter(runs)
+                    .buffer_unordered(n)
+                    .collect()
+                    .await;
+                done.sort_unstable_by_key(|(i, _)| *i);
+                done.into_iter().map(|(_, r)| r).collect()
             }
-            _ => futures_util::future::join_all(runs).await,
+            _ => {
+                let mut runs: Vec<BoxFuture<'_, (StepRecord, Value)>> =
+                    Vec::with_capacity(step.subs.len());
+                for sub in &step.subs {
+                    runs.push(Box::pin(self.leaf(step, sub, state)));
+                }
+                futures_util::future::join_all(runs).await
+            }
         };
         let mut outputs = Map::new();
         let mut failed = Vec::new();
@@ -915,6 +954,7 @@ impl Runtime {
                     failed.join(", ")
                 ),
                 subs,
+                usage: None,
             });
         }
         let mut d = Done::output(Value::Object(outputs));
@@ -1018,14 +1058,16 @@ impl Runtime {
         {
             return Ok((first.clone(), usage));
         }
-        Err(Fail::new(
+        let mut fail = Fail::new(
             ErrorClass::AllowedOutputs,
             format!(
                 "LLM output {} is not one of allowed_outputs {}",
                 Value::String(stripped.to_owned()),
                 Value::from(allowed.clone())
             ),
-        ))
+        );
+        fail.usage = usage;
+        Err(fail)
     }
 
     async fn tool(&self, step: &StepPlan, state: &Env<'_>) -> Result<Value, Fail> {
