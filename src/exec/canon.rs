@@ -221,9 +221,9 @@ pub fn sha256_hex(v: &Value) -> String {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair.copy_from_slice(&[hex_digit(b >> 4), hex_digit(b & 0xf)]);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.extend_from_slice(&[hex_digit(b >> 4), hex_digit(b & 0xf)]);
     }
     // Only ASCII digits and letters were written.
     String::from_utf8(out).unwrap_or_default()

@@ -431,10 +431,18 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl<'r> Run<'r> {
-    fn new(rt: &'r Runtime, prog: &'r Runnable, state: State, trace: Trace, executed: u64) -> Self {
+    /// Boxed: the run future then holds a pointer, not the run twice over (an async fn's
+    /// by-value `self` is stored as argument and as local), and stays small to move.
+    fn new(
+        rt: &'r Runtime,
+        prog: &'r Runnable,
+        state: State,
+        trace: Trace,
+        executed: u64,
+    ) -> Box<Self> {
         let elapsed_before = trace.duration_ms;
         let now = Instant::now();
-        Self {
+        Box::new(Self {
             rt,
             prog,
             scratch: Pooled::take(prog, &state),
@@ -446,10 +454,10 @@ impl<'r> Run<'r> {
             clock: now,
             mark: now,
             elapsed_before,
-        }
+        })
     }
 
-    async fn drive(mut self, start: Option<(usize, Entry)>) -> Outcome {
+    async fn drive(mut self: Box<Self>, start: Option<(usize, Entry)>) -> Outcome {
         let graph = self.prog.checked().graph();
         let mut at = start;
         while let Some((i, entry)) = at {
@@ -479,10 +487,9 @@ impl<'r> Run<'r> {
                 // The observer's time is not the step's.
                 self.mark = Instant::now();
             }
-            let (record, subs, ended) = self.step(step, i).await;
-            self.executed += 1;
             let first = self.trace.steps.len();
-            self.record(step, subs, record);
+            let ended = self.step(step, i).await;
+            self.executed += 1;
             if matches!(ended, Ended::Success { .. }) {
                 self.apply(step, first);
             }
@@ -585,13 +592,13 @@ impl<'r> Run<'r> {
         }
     }
 
-    fn budget(self, class: ErrorClass, step_id: &str, msg: String) -> Outcome {
+    fn budget(self: Box<Self>, class: ErrorClass, step_id: &str, msg: String) -> Outcome {
         self.fail(class, Some(step_id), None, msg)
             .with_status(Status::BudgetExceeded)
     }
 
     fn fail(
-        self,
+        self: Box<Self>,
         class: ErrorClass,
         step_id: Option<&str>,
         target: Option<String>,
@@ -622,7 +629,7 @@ impl<'r> Run<'r> {
     }
 
     fn finish(
-        mut self,
+        mut self: Box<Self>,
         status: Status,
         failure: Option<Failure>,
         error: Option<String>,
@@ -649,7 +656,7 @@ impl<'r> Run<'r> {
         }
     }
 
-    fn suspend(mut self, step: &StepPlan, next: Next) -> Outcome {
+    fn suspend(mut self: Box<Self>, step: &StepPlan, next: Next) -> Outcome {
         self.seal();
         self.trace.status = Status::Suspended;
         self.trace.suspended_step_id = Some(step.id.clone());
@@ -698,17 +705,14 @@ impl<'r> Run<'r> {
         }
     }
 
-    /// Run one top-level step with its retries and `on_error`.
+    /// Run one top-level step with its retries and `on_error`, and record it (after its
+    /// sub-steps).
     ///
     /// The step's time runs from the end of the previous step's attempt (or the start of
     /// the run, or the observer's `step_started`) to the end of its own: one clock read per
     /// step; the runtime's bookkeeping between two steps (hashing, recording: well under a
     /// microsecond) counts to the second.
-    async fn step(
-        &mut self,
-        step: &StepPlan,
-        index: usize,
-    ) -> (StepRecord, Vec<StepRecord>, Ended) {
+    async fn step(&mut self, step: &StepPlan, index: usize) -> Ended {
         let started = self.mark;
         let mut attempt: u32 = 0;
         // Usage of failed attempts, added to the step's.
@@ -742,16 +746,14 @@ impl<'r> Run<'r> {
                         fuel: done.fuel,
                         state_hash: None,
                     };
-                    if pending {
-                        return (record, done.subs, Ended::Pending);
-                    }
-                    return (
-                        record,
-                        done.subs,
+                    self.record(step, done.subs, record);
+                    return if pending {
+                        Ended::Pending
+                    } else {
                         Ended::Success {
                             branch: done.branch,
-                        },
-                    );
+                        }
+                    };
                 }
                 Err(mut fail) => {
                     spent = add_usage(spent, fail.usage.take());
@@ -783,7 +785,8 @@ impl<'r> Run<'r> {
                     } else {
                         Ended::Failed(fail.class)
                     };
-                    return (record, fail.subs, ended);
+                    self.record(step, fail.subs, record);
+                    return ended;
                 }
             }
         }
