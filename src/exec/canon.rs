@@ -221,12 +221,18 @@ pub fn sha256_hex(v: &Value) -> String {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.extend_from_slice(&[hex_digit(b >> 4), hex_digit(b & 0xf)]);
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for chunk in bytes.chunks(32) {
+        let mut buf = [0u8; 64];
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair.copy_from_slice(&[hex_digit(b >> 4), hex_digit(b & 0xf)]);
+        }
+        // Only ASCII digits and letters were written.
+        out.push_str(
+            std::str::from_utf8(buf.get(..chunk.len() * 2).unwrap_or_default()).unwrap_or_default(),
+        );
     }
-    // Only ASCII digits and letters were written.
-    String::from_utf8(out).unwrap_or_default()
+    out
 }
 
 #[inline(always)]
@@ -387,6 +393,7 @@ mod tests {
             assert_eq!(sha256(m), <[u8; 32]>::from(Sha256::digest(m)), "length {n}");
         }
         assert_eq!(hex(&[0x00, 0x7f, 0xa5, 0xff]), "007fa5ff");
+        assert_eq!(hex(&[0xab; 40]), "ab".repeat(40));
     }
 
     #[test]
