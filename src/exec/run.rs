@@ -393,9 +393,10 @@ impl Pooled {
 }
 
 impl Drop for Pooled {
+    /// Back to this thread's pool: at most 32 sets of at most 16 KiB each are kept.
     fn drop(&mut self) {
-        const KEEP: usize = 64;
-        const KEEP_BYTES: usize = 64 * 1024;
+        const KEEP: usize = 32;
+        const KEEP_BYTES: usize = 16 * 1024;
         let s = std::mem::take(&mut self.0);
         if s.canon.capacity() > KEEP_BYTES {
             return;
