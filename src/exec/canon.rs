@@ -287,11 +287,22 @@ pub(crate) fn sha256(msg: &[u8]) -> [u8; 32] {
 
 /// A Merkle leaf: `sha256("{index}:{hash}")`.
 fn leaf(index: u64, hash: &str) -> [u8; 32] {
-    let mut msg: SmallVec<[u8; 96]> = SmallVec::new();
-    msg.extend_from_slice(decimal(index, &mut [0; 20]));
-    msg.push(b':');
-    msg.extend_from_slice(hash.as_bytes());
-    sha256(&msg)
+    let mut digits = [0; 20];
+    let digits = decimal(index, &mut digits);
+    let len = digits.len() + 1 + hash.len();
+    let mut msg = [0u8; 96];
+    match msg.get_mut(..len) {
+        Some(m) => {
+            let (d, rest) = m.split_at_mut(digits.len());
+            d.copy_from_slice(digits);
+            if let Some((colon, h)) = rest.split_first_mut() {
+                *colon = b':';
+                h.copy_from_slice(hash.as_bytes());
+            }
+            sha256(m)
+        }
+        None => sha256(format!("{index}:{hash}").as_bytes()),
+    }
 }
 
 /// The reference's Merkle root over a trace's state snapshots: leaves are
@@ -405,6 +416,11 @@ mod tests {
         );
         let one = merkle_root([(0, "ab")]);
         assert_eq!(one, hex(&Sha256::digest(b"0:ab")));
+        let long = "h".repeat(120);
+        assert_eq!(
+            merkle_root([(12_345, long.as_str())]),
+            hex(&Sha256::digest(format!("12345:{long}").as_bytes()))
+        );
         let three = merkle_root([(0, "a"), (1, "b"), (2, "c")]);
         let l = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
         let pair = |a: [u8; 32], b: [u8; 32]| -> [u8; 32] {

@@ -74,11 +74,12 @@ impl Hasher for FxHasher {
         for w in words {
             self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(*w)).wrapping_mul(K);
         }
-        let mut last = [0u8; 8];
-        if let Some(dst) = last.get_mut(..rest.len()) {
-            dst.copy_from_slice(rest);
-        }
-        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+        // The last 1 to 7 bytes, zero-padded, little-endian (no memcpy call for them).
+        let last = rest
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+        self.0 = (self.0.rotate_left(5) ^ last).wrapping_mul(K);
     }
 
     #[inline]
