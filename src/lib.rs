@@ -9,3 +9,4 @@ pub mod expr;
 pub mod json;
 pub mod program;
 pub mod source;
+pub mod store;

@@ -17,6 +17,7 @@ fn nanovm(args: &[&str]) -> Output {
         .args(args)
         .env("NO_COLOR", "1")
         .env_remove("NANOVM_CONFIG")
+        .env("NANOVM_DB", dir().join("runs.db"))
         .output()
         .unwrap()
 }

@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod eval;
 mod run;
+mod store;
 
 pub use check::{GraphFormat, render_graph};
 
@@ -31,6 +32,20 @@ enum Command {
     Graph(check::GraphArgs),
     /// Check a program, then run it with the configured (or mocked) LLM and tools.
     Run(run::RunArgs),
+    /// Resume a suspended run with a payload.
+    Resume(store::ResumeArgs),
+    /// Show or list stored runs.
+    #[command(subcommand)]
+    Trace(store::TraceCommand),
+    /// Verify the audit chains of stored runs.
+    #[command(subcommand)]
+    Audit(store::AuditCommand),
+    /// Erase a secret from the vault (`vault://secret/<id>` or the id); chains stay valid.
+    Erase {
+        reference: String,
+        #[command(flatten)]
+        db: store::DbArgs,
+    },
     /// Evaluate one condition against a context in the sandboxed VM.
     Eval(eval::EvalArgs),
     /// Print the long explanation of a diagnostic code (e.g. NV0110), or list every code.
@@ -90,6 +105,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Graph(args) => check::graph(&args),
         Command::Run(args) => run::run(&args),
+        Command::Resume(args) => store::resume(&args),
+        Command::Trace(cmd) => store::trace(&cmd),
+        Command::Audit(cmd) => store::audit(&cmd),
+        Command::Erase { reference, db } => store::erase(&reference, &db),
         Command::Eval(args) => eval::run(&args),
         Command::Explain { code } => explain(code.as_deref()),
     })

@@ -2,17 +2,19 @@
 
 use super::check::{Input, check_file, display_name, read_limited};
 use super::{ColorChoice, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Format};
-use crate::check::Options;
 use crate::check::catalog::{Catalog, ToolInfo};
+use crate::check::{CheckedProgram, Options};
 use crate::diagnostics::render_json::to_json_all;
 use crate::diagnostics::render_text::{TextOptions, render};
 use crate::diagnostics::{Severity, has_errors};
 use crate::exec::adapter::{Llm, Tools};
 use crate::exec::mock::Mocks;
 use crate::exec::openai::OpenAi;
+use crate::exec::secrets::{self, SecretTools};
 use crate::exec::tools::{Config, LlmConfig};
 use crate::exec::{Observer, RunOptions, Runnable, Runtime, Status, StepRecord, StepStatus, Trace};
 use crate::program::StepType;
+use crate::store::RunRequest;
 use clap::Args;
 use serde_json::{Map, Value, json};
 use std::io::{IsTerminal, Write};
@@ -24,9 +26,31 @@ use std::time::Duration;
 pub struct RunArgs {
     /// The program file (`-` reads standard input).
     file: PathBuf,
-    /// A JSON object: the run's initial data (`$name` in the program).
+    /// A JSON object: the run's initial data (`$name` in the program). Values written
+    /// `{"$secret": VALUE}` go to the vault (see the README).
     #[arg(long)]
     context: Option<PathBuf>,
+    #[command(flatten)]
+    adapters: AdapterArgs,
+    #[command(flatten)]
+    db: super::store::DbArgs,
+    /// Do not store the run (no database is opened).
+    #[arg(long, conflicts_with = "idempotency_key")]
+    no_db: bool,
+    /// Run at most once per key: a key whose run ended gives that run's stored trace back
+    /// without running; a key whose run is still going waits for it.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Colour for diagnostics.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+/// Where a run's LLM and tools come from.
+#[derive(Debug, Args)]
+pub struct AdapterArgs {
     /// Scripted tools and LLM replies (the conformance `mocks` format); they replace the
     /// config's tools and LLM.
     #[arg(long)]
@@ -35,21 +59,16 @@ pub struct RunArgs {
     /// exists; `--config none` for none).
     #[arg(long)]
     config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    format: Format,
     /// Delay before the first retry of a step with `on_error: retry`, in milliseconds; each
     /// further retry doubles it (at most 30 times this).
     #[arg(long, default_value_t = 1000)]
     retry_backoff_ms: u64,
-    /// Colour for diagnostics.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    color: ColorChoice,
 }
 
 /// Limit for context and mocks files.
 const MAX_JSON_FILE: usize = 8 * 1024 * 1024;
 
-fn read_json(path: &Path, what: &str) -> Result<Value, String> {
+pub(super) fn read_json(path: &Path, what: &str) -> Result<Value, String> {
     let name = display_name(path);
     let bytes = match read_limited(path, MAX_JSON_FILE) {
         Ok(Input::Bytes(b)) => b,
@@ -65,15 +84,15 @@ fn read_json(path: &Path, what: &str) -> Result<Value, String> {
 }
 
 /// The adapters and the catalog a run uses.
-struct Setup {
+pub(super) struct Setup {
     llm: Option<Arc<dyn Llm>>,
     tools: Arc<dyn Tools>,
-    catalog: Catalog,
+    pub(super) catalog: Catalog,
     /// A mocks or config file was found.
     configured: bool,
 }
 
-fn setup(args: &RunArgs) -> Result<Setup, String> {
+pub(super) fn setup(args: &AdapterArgs) -> Result<Setup, String> {
     if let Some(path) = &args.mocks {
         let mocks = Mocks::from_value(read_json(path, "mocks")?)
             .map_err(|e| format!("`{}`: {e}", display_name(path)))?;
@@ -120,13 +139,14 @@ fn setup(args: &RunArgs) -> Result<Setup, String> {
 }
 
 pub fn run(args: &RunArgs) -> u8 {
-    let setup = match setup(args) {
+    let setup = match setup(&args.adapters) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_USAGE;
         }
     };
+    let policy = policy_snapshot(&setup.catalog);
     let opts = Options {
         catalog: Some(Arc::new(setup.catalog.clone())),
         ..Options::default()
@@ -182,6 +202,128 @@ pub fn run(args: &RunArgs) -> u8 {
             render(&warnings, &checked.source, TextOptions { color })
         );
     }
+    let out = (|| -> Result<u8, String> {
+        let mut context = match &args.context {
+            None => Map::new(),
+            Some(path) => match read_json(path, "context")? {
+                Value::Object(m) => m,
+                other => {
+                    return Err(format!(
+                        "the context file `{}` must hold a JSON object, not {}",
+                        display_name(path),
+                        json_kind(&other)
+                    ));
+                }
+            },
+        };
+        let runtime = runtime_for(setup, &program, args.format, &args.adapters)?;
+        let runnable = Runnable::new(program);
+        let store = if args.no_db {
+            None
+        } else {
+            Some(super::store::open(args.db.db_path_flag(), true)?)
+        };
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        let work = async {
+            match &store {
+                None => {
+                    // Without a vault the secrets stay in memory, for this run's tools only.
+                    let found = secrets::extract(&mut context).map_err(|e| e.to_string())?;
+                    let runtime = if found.is_empty() {
+                        runtime
+                    } else {
+                        let values = found.into_iter().map(|s| (s.id, Some(s.value))).collect();
+                        let tools = SecretTools::new(runtime.tools().clone(), values);
+                        runtime.clone().with_tools(Arc::new(tools))
+                    };
+                    let outcome = runtime.run(&runnable, context).await;
+                    Ok::<_, String>((outcome.trace, None))
+                }
+                Some(store) => {
+                    let program: Value = serde_json::from_str(checked.source.text())
+                        .map_err(|e| format!("the program is not valid JSON: {e}"))?;
+                    let req = RunRequest {
+                        program,
+                        context,
+                        policy,
+                        idempotency_key: args.idempotency_key.clone(),
+                    };
+                    let p = store
+                        .run(&runtime, &runnable, req)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok((p.trace, Some((p.replayed, p.took_over))))
+                }
+            }
+        };
+        // Ctrl-C drops the run, which kills any tool process it started.
+        let done = tokio.block_on(async {
+            tokio::select! {
+                out = work => Some(out),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        let Some(done) = done else {
+            if args.format == Format::Human && std::io::stderr().is_terminal() {
+                eprint!("\r\x1b[2K");
+            }
+            eprintln!("interrupted: the run was stopped (tool processes were killed)");
+            return Ok(130);
+        };
+        let (trace, persisted) = done?;
+        if args.format == Format::Human
+            && let (Some(store), Some((replayed, took_over))) = (&store, &persisted)
+        {
+            let key = args.idempotency_key.as_deref().unwrap_or_default();
+            if *replayed {
+                eprintln!(
+                    "idempotency key `{key}`: the stored result of run {}; nothing ran",
+                    trace.trace_id
+                );
+            }
+            if let Some(old) = took_over {
+                eprintln!(
+                    "idempotency key `{key}`: run {old} was interrupted (its process died); ran again"
+                );
+            }
+            eprintln!(
+                "run {} stored in {}",
+                trace.trace_id,
+                store.path().display()
+            );
+        }
+        Ok(print_trace(&trace, args.format, false))
+    })();
+    out.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })
+}
+
+/// The policy snapshot of a run: which tools it may call (hashed into every envelope).
+fn policy_snapshot(catalog: &Catalog) -> Value {
+    let mut tools = Map::new();
+    for name in catalog.names() {
+        let verdict = match catalog.get(name).map(|t| &t.allowed) {
+            Some(Err(reason)) => json!({"allowed": false, "reason": reason}),
+            _ => json!({"allowed": true}),
+        };
+        tools.insert(name.to_owned(), verdict);
+    }
+    json!({"tools": tools})
+}
+
+/// The runtime for a checked program: its LLM (an error when it has llm steps and none is
+/// configured), tools, retry backoff and the progress line.
+pub(super) fn runtime_for(
+    setup: Setup,
+    program: &CheckedProgram,
+    format: Format,
+    adapters: &AdapterArgs,
+) -> Result<Runtime, String> {
     let has_llm_steps = program.program().steps.iter().any(|s| {
         s.step_type() == Some(StepType::Llm)
             || s.parallel_steps
@@ -191,74 +333,33 @@ pub fn run(args: &RunArgs) -> u8 {
     let llm: Arc<dyn Llm> = match setup.llm {
         Some(l) => l,
         None if has_llm_steps => {
-            eprintln!(
-                "error: the program has llm steps but no LLM is configured: add an [llm] section to nanovm.toml (e.g. provider = \"openai\") or pass --mocks"
+            return Err(
+                "the program has llm steps but no LLM is configured: add an [llm] section to nanovm.toml (e.g. provider = \"openai\") or pass --mocks".to_owned(),
             );
-            return EXIT_USAGE;
         }
         None => Arc::new(crate::exec::mock::MockLlm::default()),
     };
-    let context = match &args.context {
-        None => Map::new(),
-        Some(path) => match read_json(path, "context") {
-            Ok(Value::Object(m)) => m,
-            Ok(other) => {
-                eprintln!(
-                    "error: the context file `{}` must hold a JSON object, not {}",
-                    display_name(path),
-                    json_kind(&other)
-                );
-                return EXIT_USAGE;
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        },
-    };
-    let progress = args.format == Format::Human && std::io::stderr().is_terminal();
-    let base = Duration::from_millis(args.retry_backoff_ms);
+    let progress = format == Format::Human && std::io::stderr().is_terminal();
+    let base = Duration::from_millis(adapters.retry_backoff_ms);
     let options = RunOptions {
         backoff_base: base,
         backoff_max: base.saturating_mul(30),
         observer: progress.then(|| Arc::new(Progress) as Arc<dyn Observer>),
     };
-    let runtime = Runtime::new(llm, setup.tools).with_options(options);
-    let runnable = Runnable::new(program);
-    let tokio = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    // Ctrl-C drops the run, which kills any tool process it started.
-    let outcome = tokio.block_on(async {
-        tokio::select! {
-            out = runtime.run(&runnable, context) => Some(out),
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    });
-    let Some(outcome) = outcome else {
-        if progress {
-            eprint!("\r\x1b[2K");
-        }
-        eprintln!("interrupted: the run was stopped (tool processes were killed)");
-        return 130;
-    };
-    let trace = outcome.trace;
-    match args.format {
-        Format::Json => match serde_json::to_string_pretty(&trace) {
+    Ok(Runtime::new(llm, setup.tools).with_options(options))
+}
+
+/// Print a trace; the exit code follows its status.
+pub(super) fn print_trace(trace: &Trace, format: Format, _replayed: bool) -> u8 {
+    match format {
+        Format::Json => match serde_json::to_string_pretty(trace) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("error: cannot write the trace: {e}");
                 return EXIT_USAGE;
             }
         },
-        Format::Human => print!("{}", table(&trace)),
+        Format::Human => print!("{}", table(trace)),
     }
     match trace.status {
         Status::Success | Status::Suspended => EXIT_OK,

@@ -15,6 +15,7 @@ pub mod native;
 pub mod openai;
 mod plan;
 mod run;
+pub mod secrets;
 pub mod state;
 pub mod tools;
 pub mod trace;

@@ -134,6 +134,20 @@ impl Runtime {
         self
     }
 
+    /// The same runtime with another tool registry.
+    pub fn with_tools(mut self, tools: Arc<dyn Tools>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    pub fn tools(&self) -> &Arc<dyn Tools> {
+        &self.tools
+    }
+
+    pub fn options(&self) -> &RunOptions {
+        &self.opts
+    }
+
     /// Run a program from its first step with a fresh random trace id.
     pub async fn run(&self, prog: &Runnable, context: Map<String, Value>) -> Outcome {
         self.run_as(prog, context, new_trace_id()).await

@@ -1,0 +1,290 @@
+//! The envelope chain: how an envelope's hash is computed, and how a run's chain is verified.
+//!
+//! ```text
+//! hash      = sha256( canonical JSON of {"index", "payload", "policy_hash", "prev_hash",
+//!                                        "state_hash", "step_id"} )
+//! prev_hash = the previous envelope's hash; for index 0, genesis(run_id)
+//! genesis   = sha256("nanovm/run/" + run_id)
+//! ```
+//!
+//! Canonical JSON is the runtime's (`exec::canon`): sorted keys, no spaces. The payload is
+//! stored as its canonical text, so the hashed bytes are exactly
+//! `{"index":I,"payload":P,"policy_hash":"…","prev_hash":"…","state_hash":"…"|null,"step_id":"…"}`.
+
+use crate::exec::canon::{Hasher, hex, write_str};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+
+/// The `prev_hash` of a run's first envelope: it binds the chain to its run id.
+pub fn genesis(run_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"nanovm/run/");
+    h.update(run_id.as_bytes());
+    hex(&h.finalize())
+}
+
+/// The fields an envelope's hash covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    pub index: u64,
+    pub step_id: &'a str,
+    pub policy_hash: &'a str,
+    pub state_hash: Option<&'a str>,
+    pub prev_hash: &'a str,
+    /// Canonical JSON text.
+    pub payload: &'a str,
+}
+
+impl Link<'_> {
+    /// The envelope's hash, in hex.
+    pub fn hash(&self) -> String {
+        let mut h = Hasher::new();
+        // Writing into a hasher cannot fail.
+        let _ = write!(h, "{{\"index\":{},\"payload\":", self.index);
+        h.bytes(self.payload.as_bytes());
+        h.bytes(b",\"policy_hash\":");
+        let _ = write_str(self.policy_hash, &mut h);
+        h.bytes(b",\"prev_hash\":");
+        let _ = write_str(self.prev_hash, &mut h);
+        h.bytes(b",\"state_hash\":");
+        match self.state_hash {
+            Some(s) => {
+                let _ = write_str(s, &mut h);
+            }
+            None => h.bytes(b"null"),
+        }
+        h.bytes(b",\"step_id\":");
+        let _ = write_str(self.step_id, &mut h);
+        h.bytes(b"}");
+        h.finish_hex()
+    }
+}
+
+/// The first thing wrong with a chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Break {
+    /// The envelope at position `index` of the chain carries another index (a row was
+    /// deleted or the indices were changed).
+    IndexGap { index: u64, found: u64 },
+    /// `prev_hash` is not the previous envelope's hash.
+    PrevMismatch { index: u64 },
+    /// The stored hash is not the hash of the envelope's fields.
+    HashMismatch { index: u64 },
+    /// The run row records another number of envelopes than the chain holds.
+    CountMismatch { recorded: u64, found: u64 },
+    /// The run row's head hash is not the last envelope's hash.
+    HeadMismatch,
+}
+
+impl Break {
+    /// The index of the first broken link, when the break is at one.
+    pub fn index(&self) -> Option<u64> {
+        match self {
+            Break::IndexGap { index, .. }
+            | Break::PrevMismatch { index }
+            | Break::HashMismatch { index } => Some(*index),
+            Break::CountMismatch { .. } | Break::HeadMismatch => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Break {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Break::IndexGap { index, found } => write!(
+                f,
+                "envelope {index}: expected index {index}, found {found} (an envelope was deleted or renumbered)"
+            ),
+            Break::PrevMismatch { index } => write!(
+                f,
+                "envelope {index}: prev_hash is not the hash of envelope {} (the chain was cut or reordered)",
+                index.saturating_sub(1)
+            ),
+            Break::HashMismatch { index } => write!(
+                f,
+                "envelope {index}: the stored hash does not match its contents (the envelope was changed)"
+            ),
+            Break::CountMismatch { recorded, found } => write!(
+                f,
+                "the run records {recorded} envelope(s) but the chain holds {found} (envelopes were deleted or added)"
+            ),
+            Break::HeadMismatch => write!(
+                f,
+                "the run's head hash is not the hash of its last envelope"
+            ),
+        }
+    }
+}
+
+/// Walks one run's envelopes in index order.
+#[derive(Debug)]
+pub struct Verifier {
+    expected: u64,
+    prev: String,
+    broken: Option<Break>,
+}
+
+impl Verifier {
+    pub fn new(run_id: &str) -> Self {
+        Self {
+            expected: 0,
+            prev: genesis(run_id),
+            broken: None,
+        }
+    }
+
+    /// Check the next envelope (with its stored `hash`); after the first break the rest is
+    /// ignored.
+    pub fn push(&mut self, link: &Link<'_>, hash: &str) {
+        if self.broken.is_some() {
+            return;
+        }
+        let index = self.expected;
+        if link.index != index {
+            self.broken = Some(Break::IndexGap {
+                index,
+                found: link.index,
+            });
+        } else if link.prev_hash != self.prev {
+            self.broken = Some(Break::PrevMismatch { index });
+        } else if link.hash() != hash {
+            self.broken = Some(Break::HashMismatch { index });
+        }
+        self.expected += 1;
+        hash.clone_into(&mut self.prev);
+    }
+
+    /// The verdict, given what the run row records.
+    pub fn finish(self, recorded: u64, head: &str) -> Result<u64, Break> {
+        if let Some(b) = self.broken {
+            return Err(b);
+        }
+        if recorded != self.expected {
+            return Err(Break::CountMismatch {
+                recorded,
+                found: self.expected,
+            });
+        }
+        if head != self.prev {
+            return Err(Break::HeadMismatch);
+        }
+        Ok(self.expected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+    use super::*;
+    use crate::exec::canon;
+    use serde_json::json;
+
+    #[test]
+    fn the_hash_is_sha256_of_the_canonical_object() {
+        let payload = canon::to_string(&json!({"status": "success", "output": "é\n"}));
+        let link = Link {
+            index: 3,
+            step_id: "s\"1",
+            policy_hash: "p",
+            state_hash: None,
+            prev_hash: "q",
+            payload: &payload,
+        };
+        let whole = json!({
+            "index": 3,
+            "payload": {"status": "success", "output": "é\n"},
+            "policy_hash": "p",
+            "prev_hash": "q",
+            "state_hash": null,
+            "step_id": "s\"1",
+        });
+        assert_eq!(link.hash(), canon::sha256_hex(&whole));
+        let with_state = Link {
+            state_hash: Some("h"),
+            ..link
+        };
+        let mut whole = whole;
+        whole["state_hash"] = json!("h");
+        assert_eq!(with_state.hash(), canon::sha256_hex(&whole));
+    }
+
+    #[test]
+    fn a_chain_verifies_and_each_kind_of_break_is_found() {
+        let payloads: Vec<String> = (0..4).map(|i| format!("{{\"n\":{i}}}")).collect();
+        let mut links = Vec::new();
+        let mut prev = genesis("r");
+        for (i, p) in payloads.iter().enumerate() {
+            let link = Link {
+                index: i as u64,
+                step_id: "s",
+                policy_hash: "p",
+                state_hash: Some("h"),
+                prev_hash: "",
+                payload: p,
+            };
+            let link = (link, prev.clone());
+            let hash = Link {
+                prev_hash: &link.1,
+                ..link.0
+            }
+            .hash();
+            links.push((link.1.clone(), hash.clone()));
+            prev = hash;
+        }
+        let verify = |rows: &[(u64, String, String, &str)], recorded: u64, head: &str| {
+            let mut v = Verifier::new("r");
+            for (index, prev, hash, payload) in rows {
+                let link = Link {
+                    index: *index,
+                    step_id: "s",
+                    policy_hash: "p",
+                    state_hash: Some("h"),
+                    prev_hash: prev,
+                    payload,
+                };
+                v.push(&link, hash);
+            }
+            v.finish(recorded, head)
+        };
+        let rows: Vec<(u64, String, String, &str)> = links
+            .iter()
+            .enumerate()
+            .map(|(i, (p, h))| (i as u64, p.clone(), h.clone(), payloads[i].as_str()))
+            .collect();
+        assert_eq!(verify(&rows, 4, &prev), Ok(4));
+        // A changed payload.
+        let mut bad = rows.clone();
+        bad[2].3 = "{\"n\":9}";
+        assert_eq!(
+            verify(&bad, 4, &prev),
+            Err(Break::HashMismatch { index: 2 })
+        );
+        // A deleted row.
+        let mut bad = rows.clone();
+        bad.remove(1);
+        assert_eq!(
+            verify(&bad, 4, &prev),
+            Err(Break::IndexGap { index: 1, found: 2 })
+        );
+        // The tail cut off.
+        assert_eq!(
+            verify(&rows[..3], 4, &prev),
+            Err(Break::CountMismatch {
+                recorded: 4,
+                found: 3
+            })
+        );
+        // Two envelopes swapped, indices renumbered to look contiguous.
+        let mut bad = rows.clone();
+        bad.swap(1, 2);
+        bad[1].0 = 1;
+        bad[2].0 = 2;
+        assert_eq!(
+            verify(&bad, 4, &prev),
+            Err(Break::PrevMismatch { index: 1 })
+        );
+        assert_eq!(verify(&rows, 4, "x"), Err(Break::HeadMismatch));
+        assert_eq!(verify(&[], 0, &genesis("r")), Ok(0));
+    }
+}

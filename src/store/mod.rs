@@ -1,0 +1,563 @@
+//! The store (DESIGN §6): one SQLite file in WAL mode holding programs, policies, runs, the
+//! hash-chained audit envelopes, idempotency keys, the cursors of suspended runs and the vault.
+//!
+//! ```text
+//! Store::open ─► migrate (PRAGMA user_version) ─► writer thread (group commits) + read pool
+//! Store::run    ─► begin (idempotency, vault, run row) ─► exec::Runtime ─► envelopes ─► finish
+//! Store::verify ─► recompute every chain
+//! ```
+//!
+//! All writes go through one writer thread; reads use a small pool of connections on tokio's
+//! blocking threads. Nothing here decides policy: the store records the policy snapshot it is
+//! given and hands the runtime the secret values of a run.
+
+pub mod chain;
+mod schema;
+mod session;
+mod writer;
+
+pub use chain::Break;
+pub use schema::VERSION as SCHEMA_VERSION;
+pub use session::{Persisted, RunRequest};
+
+use crate::exec::canon;
+use crate::exec::secrets::{self, TOKEN_PREFIX};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use writer::{Job, Writer, atomically};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the database has schema version {found}, newer than this nanovm supports ({supported}): use a newer nanovm, or another --db file"
+    )]
+    FutureSchema { found: i64, supported: i64 },
+    #[error("cannot open the database `{path}`: {message}")]
+    Open { path: String, message: String },
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(String),
+    #[error("no run `{0}` in the store")]
+    NoRun(String),
+    #[error(
+        "the idempotency key `{key}` belongs to a run of another program (sha256 {found}); this program is {given}: use a new key"
+    )]
+    KeyConflict {
+        key: String,
+        found: String,
+        given: String,
+    },
+    #[error(
+        "the secret `{0}` is already in the vault with another value (or was erased): use a new id"
+    )]
+    SecretConflict(String),
+    #[error("{0}")]
+    Secret(#[from] secrets::SecretError),
+    #[error("run `{run_id}` is {status}, not suspended: only a suspended run can be resumed")]
+    NotSuspended { run_id: String, status: String },
+    #[error("cannot resume run `{run_id}`: {message}")]
+    Resume { run_id: String, message: String },
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the audit trail of run `{run_id}` could not be written: {message}")]
+    Audit { run_id: String, message: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// `PRAGMA synchronous` for the write connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// WAL's usual setting: a commit survives a crash of the process; the last commits can be
+    /// lost on power failure.
+    #[default]
+    Normal,
+    /// Every commit is fsynced.
+    Full,
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub synchronous: Synchronous,
+    /// Read connections kept open.
+    pub readers: usize,
+    /// How long a running run's claim holds without renewal (renewed every third of it); an
+    /// idempotency key whose run's lease lapsed (its process died) is run again.
+    pub lease: Duration,
+    /// How long to wait for another process's write lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            readers: 4,
+            lease: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A handle on one database file (cheap to clone; the last clone closes it, after every queued
+/// write is committed).
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    opts: StoreOptions,
+    /// This instance's id, the `owner` of the runs it runs.
+    owner: String,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// One run, as `trace list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub program_name: String,
+    pub program_hash: String,
+    /// A trace status, `running`, or `interrupted` (running, but its lease lapsed).
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub envelopes: u64,
+    pub idempotency_key: Option<String>,
+}
+
+/// A program as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredProgram {
+    pub hash: String,
+    pub name: String,
+    /// Canonical JSON.
+    pub source: String,
+}
+
+/// The verdict on one run's chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub run_id: String,
+    pub envelopes: u64,
+    /// `None`: the chain is intact.
+    #[serde(rename = "break")]
+    pub broken: Option<Break>,
+}
+
+/// What `erase` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    Erased,
+    AlreadyErased,
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+impl Store {
+    /// Open (or create) a database file and bring its schema up to date.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = connect(&path, &opts, true)?;
+        schema::migrate(&mut conn)?;
+        let writer = Writer::start(conn)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                opts,
+                writer,
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    /// Finish the queued writes and stop the writer (later writes fail with `Closed`).
+    pub fn close(&self) {
+        self.inner.writer.close();
+    }
+
+    /// Run writes on the writer thread, atomically, and wait for their commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let res = match conn {
+                Ok(c) => atomically(c, f),
+                Err(e) => Err(e.clone()),
+            };
+            Box::new(move |commit| {
+                let out = match (res, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(e.clone()),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(out);
+            })
+        });
+        self.inner
+            .writer
+            .send(job)
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Queue writes without waiting; a failure is put in `slot` (the first one stays).
+    fn write_detached(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+        slot: Arc<Mutex<Option<StoreError>>>,
+    ) {
+        fn keep(slot: &Mutex<Option<StoreError>>, e: StoreError) {
+            let mut g = match slot.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            g.get_or_insert(e);
+        }
+        let job_slot = slot.clone();
+        let job: Job = Box::new(move |conn| {
+            let res = match conn {
+                Ok(c) => atomically(c, f),
+                Err(e) => Err(e.clone()),
+            };
+            Box::new(move |commit| match (res, commit) {
+                (Ok(()), Ok(())) => {}
+                (Ok(()), Err(e)) => keep(&job_slot, e.clone()),
+                (Err(e), _) => keep(&job_slot, e),
+            })
+        });
+        if self.inner.writer.send(job).is_err() {
+            keep(&slot, StoreError::Closed);
+        }
+    }
+
+    /// Run a read on a pooled connection, on the calling thread.
+    pub(crate) fn read_blocking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = match self.inner.readers.lock() {
+            Ok(mut g) => g.pop(),
+            Err(p) => p.into_inner().pop(),
+        };
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.inner.path, &self.inner.opts, false)?,
+        };
+        let out = f(&conn);
+        let mut pool = match self.inner.readers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if pool.len() < self.inner.opts.readers {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Run a read on tokio's blocking threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(|e| StoreError::Database(format!("a read task failed: {e}")))?
+    }
+
+    /// A run's trace as stored, with the tokens of erased secrets shown as
+    /// `[REDACTED_TOMBSTONE]`. A run still going has no trace yet (`Ok(None)` with the run
+    /// known is given as a summary by [`Store::run_summary`]).
+    pub async fn get_trace(&self, run_id: &str) -> Result<Option<Value>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let text: Option<Option<String>> = c
+                .query_row("SELECT trace FROM runs WHERE run_id = ?1", [&run_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(Some(text)) = text else {
+                return Ok(None);
+            };
+            let mut trace: Value = serde_json::from_str(&text).map_err(corrupt)?;
+            project(c, &mut trace)?;
+            Ok(Some(trace))
+        })
+        .await
+    }
+
+    /// One run's summary.
+    pub async fn run_summary(&self, run_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut rows = summaries(c, Some(&run_id), 1)?;
+            Ok(rows.pop())
+        })
+        .await
+    }
+
+    /// The newest runs first.
+    pub async fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        self.read(move |c| summaries(c, None, limit)).await
+    }
+
+    /// The program a run ran.
+    pub async fn program_of_run(&self, run_id: &str) -> Result<StoredProgram, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT p.hash, p.name, p.source FROM runs r JOIN programs p ON p.hash = r.program_hash WHERE r.run_id = ?1",
+                [&run_id],
+                |r| {
+                    Ok(StoredProgram {
+                        hash: r.get(0)?,
+                        name: r.get(1)?,
+                        source: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(StoreError::NoRun(run_id))
+        })
+        .await
+    }
+
+    /// Recompute the chain of one run, or of every run (`None`).
+    pub async fn verify(&self, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreError> {
+        let run_id = run_id.map(str::to_owned);
+        self.read(move |c| verify(c, run_id.as_deref())).await
+    }
+
+    /// Erase a secret's value (`id` or `vault://secret/<id>`). The envelopes, which only hold
+    /// the token, are untouched, so every chain still verifies.
+    pub async fn erase(&self, reference: &str) -> Result<Erasure, StoreError> {
+        let id = reference
+            .strip_prefix(TOKEN_PREFIX)
+            .unwrap_or(reference)
+            .to_owned();
+        self.write(move |c| {
+            let value: Option<Option<String>> = c
+                .query_row("SELECT value FROM vault WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()?;
+            match value {
+                None => Err(StoreError::Database(format!(
+                    "no secret `{}{id}` in the vault",
+                    TOKEN_PREFIX
+                ))),
+                Some(None) => Ok(Erasure::AlreadyErased),
+                Some(Some(_)) => {
+                    c.execute(
+                        "UPDATE vault SET value = NULL, erased_at = ?2 WHERE id = ?1",
+                        params![id, now_text()],
+                    )?;
+                    Ok(Erasure::Erased)
+                }
+            }
+        })
+        .await
+    }
+
+    /// `PRAGMA integrity_check` (`"ok"` when the file is sound).
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare("PRAGMA integrity_check")?;
+            let rows: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(rows.join("\n"))
+        })
+        .await
+    }
+}
+
+fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection, StoreError> {
+    let flags = if writer {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI
+    };
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(opts.busy_timeout).map_err(open_err)?;
+    if writer {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                message: format!("the database cannot use WAL mode (journal_mode is {mode})"),
+            });
+        }
+        let sync = match opts.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(open_err)?;
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Show erased secrets' tokens as tombstones.
+fn project(c: &Connection, v: &mut Value) -> Result<(), StoreError> {
+    let ids = secrets::tokens_in(v);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut st = c.prepare_cached("SELECT value IS NULL FROM vault WHERE id = ?1")?;
+    let mut erased = Vec::new();
+    for id in ids {
+        let gone: Option<bool> = st.query_row([&id], |r| r.get(0)).optional()?;
+        if gone == Some(true) {
+            erased.push(id);
+        }
+    }
+    secrets::tombstone(v, &erased);
+    Ok(())
+}
+
+fn summaries(
+    c: &Connection,
+    run_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RunSummary>, StoreError> {
+    let now = now_ms();
+    let mut st = c.prepare_cached(
+        "SELECT run_id, program_name, program_hash, status, started_at, finished_at, envelopes,
+                idempotency_key, lease_until
+         FROM runs WHERE ?1 IS NULL OR run_id = ?1
+         ORDER BY started_at DESC, run_id LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = st.query_map(params![run_id, limit], |r| {
+        let status: String = r.get(3)?;
+        let lease: i64 = r.get(8)?;
+        Ok(RunSummary {
+            run_id: r.get(0)?,
+            program_name: r.get(1)?,
+            program_hash: r.get(2)?,
+            status: if status == "running" && lease < now {
+                "interrupted".to_owned()
+            } else {
+                status
+            },
+            started_at: r.get(4)?,
+            finished_at: r.get(5)?,
+            envelopes: r.get::<_, i64>(6)?.max(0) as u64,
+            idempotency_key: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn verify(c: &Connection, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreError> {
+    let mut runs = c.prepare_cached(
+        "SELECT run_id, envelopes, head_hash FROM runs WHERE ?1 IS NULL OR run_id = ?1 ORDER BY run_id",
+    )?;
+    let heads: Vec<(String, i64, String)> = runs
+        .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    if let Some(id) = run_id
+        && heads.is_empty()
+    {
+        return Err(StoreError::NoRun(id.to_owned()));
+    }
+    let mut envs = c.prepare_cached(
+        "SELECT idx, step_id, policy_hash, state_hash, prev_hash, hash, payload
+         FROM envelopes WHERE run_id = ?1 ORDER BY idx",
+    )?;
+    let mut out = Vec::with_capacity(heads.len());
+    for (id, recorded, head) in heads {
+        let mut v = chain::Verifier::new(&id);
+        let mut rows = envs.query([&id])?;
+        while let Some(r) = rows.next()? {
+            let index: i64 = r.get(0)?;
+            let step_id = r.get_ref(1)?.as_str().map_err(corrupt)?;
+            let policy_hash = r.get_ref(2)?.as_str().map_err(corrupt)?;
+            let state_hash = r.get_ref(3)?.as_str_or_null().map_err(corrupt)?;
+            let prev_hash = r.get_ref(4)?.as_str().map_err(corrupt)?;
+            let hash = r.get_ref(5)?.as_str().map_err(corrupt)?;
+            let payload = r.get_ref(6)?.as_str().map_err(corrupt)?;
+            let link = chain::Link {
+                index: u64::try_from(index).unwrap_or(u64::MAX),
+                step_id,
+                policy_hash,
+                state_hash,
+                prev_hash,
+                payload,
+            };
+            v.push(&link, hash);
+        }
+        let recorded = u64::try_from(recorded).unwrap_or(u64::MAX);
+        let (envelopes, broken) = match v.finish(recorded, &head) {
+            Ok(n) => (n, None),
+            Err(b) => (recorded, Some(b)),
+        };
+        out.push(Verdict {
+            run_id: id,
+            envelopes,
+            broken,
+        });
+    }
+    Ok(out)
+}
+
+/// The sha256 (hex) of a value's canonical JSON, with the canonical text.
+pub fn content_hash(v: &Value) -> (String, String) {
+    let text = canon::to_string(v);
+    let mut h = canon::Hasher::new();
+    h.bytes(text.as_bytes());
+    (h.finish_hex(), text)
+}

@@ -1,0 +1,157 @@
+//! The database schema and its migrations. The schema version is `PRAGMA user_version`; each
+//! migration moves it up by one inside a transaction. A database from a newer nanovm (a higher
+//! version than [`VERSION`]) is refused rather than guessed at.
+
+use super::StoreError;
+use rusqlite::Connection;
+
+/// The schema version this nanovm writes.
+pub const VERSION: i64 = 1;
+
+/// Migration `n` (1-based) moves a database from version `n - 1` to `n`.
+const MIGRATIONS: &[&str] = &[r#"
+-- Programs, content-addressed: hash = sha256 of the canonical JSON of the program.
+CREATE TABLE programs (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+) STRICT;
+CREATE INDEX programs_by_name ON programs(name);
+
+-- Policies, content-addressed: hash = sha256 of the canonical JSON of the policy snapshot.
+CREATE TABLE policies (
+    hash        TEXT PRIMARY KEY,
+    policy      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+) STRICT;
+
+-- One row per run. `envelopes` and `head_hash` follow the run's envelope chain, in the same
+-- transaction as each envelope.
+CREATE TABLE runs (
+    run_id          TEXT PRIMARY KEY,
+    program_hash    TEXT NOT NULL REFERENCES programs(hash),
+    policy_hash     TEXT NOT NULL REFERENCES policies(hash),
+    program_name    TEXT NOT NULL,
+    idempotency_key TEXT,
+    status          TEXT NOT NULL,
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT,
+    context         TEXT NOT NULL,
+    trace           TEXT,
+    envelopes       INTEGER NOT NULL DEFAULT 0,
+    head_hash       TEXT NOT NULL,
+    -- While a run is `running`, the store instance running it renews its lease; a run whose
+    -- lease lapsed was interrupted (its process died).
+    owner           TEXT NOT NULL,
+    lease_until     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX runs_by_start ON runs(started_at);
+
+-- The audit chain: one envelope per executed step (sub-steps of a parallel step included).
+-- hash = sha256(canonical {index, payload, policy_hash, prev_hash, state_hash, step_id}).
+CREATE TABLE envelopes (
+    run_id      TEXT NOT NULL REFERENCES runs(run_id),
+    idx         INTEGER NOT NULL,
+    step_id     TEXT NOT NULL,
+    policy_hash TEXT NOT NULL,
+    state_hash  TEXT,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER envelopes_no_update BEFORE UPDATE ON envelopes
+BEGIN SELECT RAISE(ABORT, 'envelopes are append-only: UPDATE refused'); END;
+CREATE TRIGGER envelopes_no_delete BEFORE DELETE ON envelopes
+BEGIN SELECT RAISE(ABORT, 'envelopes are append-only: DELETE refused'); END;
+
+-- The steps of every run, read from the envelopes (their payloads are the step records).
+CREATE VIEW steps AS
+SELECT run_id, idx, step_id,
+       json_extract(payload, '$.status')      AS status,
+       json_extract(payload, '$.parent')      AS parent,
+       json_extract(payload, '$.error')       AS error,
+       json_extract(payload, '$.retries')     AS retries,
+       json_extract(payload, '$.duration_ms') AS duration_ms,
+       state_hash
+FROM envelopes;
+
+-- Idempotency keys: the run that answers for each key (its status says whether it ended).
+CREATE TABLE idempotency_keys (
+    key           TEXT PRIMARY KEY,
+    run_id        TEXT NOT NULL REFERENCES runs(run_id),
+    program_hash  TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+) STRICT;
+
+-- The cursors of suspended runs.
+CREATE TABLE cursors (
+    run_id      TEXT PRIMARY KEY REFERENCES runs(run_id),
+    cursor      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+) STRICT;
+
+-- Secret values: `value` is JSON, NULL once erased.
+CREATE TABLE vault (
+    id          TEXT PRIMARY KEY,
+    value       TEXT,
+    created_at  TEXT NOT NULL,
+    erased_at   TEXT
+) STRICT;
+"#];
+
+/// Bring a database to [`VERSION`], or refuse it.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > VERSION {
+        return Err(StoreError::FutureSchema {
+            found,
+            supported: VERSION,
+        });
+    }
+    if found < 0 {
+        return Err(StoreError::FutureSchema {
+            found,
+            supported: VERSION,
+        });
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (n + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_reach_the_version_and_are_idempotent() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
+        migrate(&mut conn)?;
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, VERSION);
+        assert_eq!(MIGRATIONS.len() as i64, VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn a_future_schema_is_refused() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "user_version", VERSION + 1)?;
+        let err = migrate(&mut conn).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "the database has schema version 2, newer than this nanovm supports (1): use a newer nanovm, or another --db file"
+            )
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,591 @@
+//! Persisted runs: idempotency, the vault, one envelope per executed step, the final trace
+//! and the cursor of a suspended run.
+//!
+//! A run's writes: `begin` (program, policy, secrets, idempotency key and the run row, one
+//! transaction), then one envelope per step record as the runtime produces it (each with the
+//! run row's chain head, one transaction each, group-committed by the writer), then `finish`
+//! (status, trace, cursor). A crash leaves a `running` row whose lease lapses, and a chain
+//! that is intact up to its last committed envelope.
+
+use super::chain::{Link, genesis};
+use super::{Store, StoreError, content_hash, corrupt, now_ms, now_text};
+use crate::exec::canon;
+use crate::exec::secrets::{self, Secret, SecretTools};
+use crate::exec::{
+    Cursor, Observer, Outcome, RunOptions, Runnable, Runtime, Source, StepRecord, Trace,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The program's JSON (stored content-addressed).
+    pub program: Value,
+    /// The initial data; `{"$secret": …}` values go to the vault.
+    pub context: Map<String, Value>,
+    /// The policy snapshot the run is governed by (its hash is in every envelope).
+    pub policy: Value,
+    pub idempotency_key: Option<String>,
+}
+
+/// A persisted run's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Persisted {
+    pub run_id: String,
+    pub trace: Trace,
+    /// The idempotency key's stored result: nothing ran.
+    pub replayed: bool,
+    /// The run this one replaced: the key's earlier run, interrupted (its process died).
+    pub took_over: Option<String>,
+}
+
+/// The longest idempotency key.
+pub const MAX_KEY_LEN: usize = 256;
+
+enum Begin {
+    Started { took_over: Option<String> },
+    Done(String),
+    Busy,
+}
+
+impl Store {
+    /// Run a program and persist everything: with an idempotency key, a key whose run ended
+    /// returns that run's trace without running; a key whose run is still going (in this or
+    /// another process) waits for it; a key whose run was interrupted runs again.
+    pub async fn run(
+        &self,
+        runtime: &Runtime,
+        prog: &Runnable,
+        req: RunRequest,
+    ) -> Result<Persisted, StoreError> {
+        let RunRequest {
+            program,
+            mut context,
+            policy,
+            idempotency_key,
+        } = req;
+        if let Some(k) = &idempotency_key
+            && (k.is_empty() || k.len() > MAX_KEY_LEN)
+        {
+            return Err(StoreError::Database(format!(
+                "an idempotency key is 1 to {MAX_KEY_LEN} bytes, not {}",
+                k.len()
+            )));
+        }
+        let found = secrets::extract(&mut context)?;
+        let (program_hash, program_text) = content_hash(&program);
+        let (policy_hash, policy_text) = content_hash(&policy);
+        let context_text = canon::to_string(&Value::Object(context.clone()));
+        let run_id = crate::exec::trace::new_trace_id();
+        let begin = Arc::new(BeginRow {
+            run_id: run_id.clone(),
+            program_name: prog.name().to_owned(),
+            program_hash,
+            program_text,
+            policy_hash: policy_hash.clone(),
+            policy_text,
+            context_text,
+            key: idempotency_key,
+            secrets: found
+                .iter()
+                .map(|s| (s.id.clone(), canon::to_string(&s.value)))
+                .collect(),
+            owner: self.inner.owner.clone(),
+            lease: self.inner.opts.lease,
+        });
+        let mut wait = Duration::from_millis(5);
+        let took_over = loop {
+            let row = begin.clone();
+            match self.write(move |c| row.begin(c)).await? {
+                Begin::Started { took_over } => break took_over,
+                Begin::Done(id) => {
+                    let trace = self.stored_trace(&id).await?;
+                    return Ok(Persisted {
+                        run_id: id,
+                        trace,
+                        replayed: true,
+                        took_over: None,
+                    });
+                }
+                Begin::Busy => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(200));
+                }
+            }
+        };
+        let values = found
+            .into_iter()
+            .map(|Secret { id, value }| (id, Some(value)))
+            .collect();
+        let chain = Chain {
+            index: 0,
+            prev: genesis(&run_id),
+        };
+        let (rt, recorder) = self.recording(runtime, &run_id, &policy_hash, chain, values);
+        let run = rt.run_as(prog, context, run_id.clone());
+        let outcome = self.with_lease(&run_id, run).await;
+        self.finish(&run_id, outcome, &recorder).await?;
+        let trace = self.stored_trace(&run_id).await?;
+        Ok(Persisted {
+            run_id,
+            trace,
+            replayed: false,
+            took_over,
+        })
+    }
+
+    /// Resume a suspended run with a payload. `prog` must be the run's program (see
+    /// [`Store::program_of_run`]), checked again by the caller.
+    pub async fn resume(
+        &self,
+        runtime: &Runtime,
+        prog: &Runnable,
+        run_id: &str,
+        payload: Value,
+        source: Source,
+    ) -> Result<Persisted, StoreError> {
+        let id = run_id.to_owned();
+        let owner = self.inner.owner.clone();
+        let lease = self.inner.opts.lease;
+        let claimed = self.write(move |c| claim(c, &id, &owner, lease)).await?;
+        let Claimed {
+            cursor: cursor_text,
+            policy_hash,
+            envelopes,
+            head,
+        } = claimed;
+        let restore = |message: String| {
+            let id = run_id.to_owned();
+            let text = cursor_text.clone();
+            async move {
+                self.write(move |c| {
+                    c.execute(
+                        "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
+                        params![id, text, now_text()],
+                    )?;
+                    c.execute(
+                        "UPDATE runs SET status = 'suspended', lease_until = 0 WHERE run_id = ?1",
+                        [&id],
+                    )?;
+                    Ok(())
+                })
+                .await?;
+                Err(StoreError::Resume {
+                    run_id: run_id.to_owned(),
+                    message,
+                })
+            }
+        };
+        let cursor: Cursor = match serde_json::from_str(&cursor_text) {
+            Ok(c) => c,
+            Err(e) => return restore(format!("its cursor is unreadable: {e}")).await,
+        };
+        let ids = secrets::tokens_in(&Value::Object(cursor.state.data.clone()));
+        let values = self.secret_values(ids).await?;
+        let chain = Chain {
+            index: envelopes,
+            prev: head,
+        };
+        let (rt, recorder) = self.recording(runtime, run_id, &policy_hash, chain, values);
+        let outcome = {
+            let run = rt.resume(prog, cursor, payload, source);
+            self.with_lease(run_id, run).await
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => return restore(e.to_string()).await,
+        };
+        self.finish(run_id, outcome, &recorder).await?;
+        let trace = self.stored_trace(run_id).await?;
+        Ok(Persisted {
+            run_id: run_id.to_owned(),
+            trace,
+            replayed: false,
+            took_over: None,
+        })
+    }
+
+    /// The runtime a persisted run uses: secrets revealed to tools, steps recorded.
+    fn recording(
+        &self,
+        runtime: &Runtime,
+        run_id: &str,
+        policy_hash: &str,
+        chain: Chain,
+        secrets: HashMap<String, Option<Value>>,
+    ) -> (Runtime, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder {
+            store: self.clone(),
+            run_id: run_id.into(),
+            policy_hash: policy_hash.into(),
+            chain: Mutex::new(chain),
+            error: Arc::new(Mutex::new(None)),
+            next: runtime.options().observer.clone(),
+        });
+        let mut rt = runtime.clone().with_options(RunOptions {
+            observer: Some(recorder.clone()),
+            ..runtime.options().clone()
+        });
+        if !secrets.is_empty() {
+            let tools = Arc::new(SecretTools::new(runtime.tools().clone(), secrets));
+            rt = rt.with_tools(tools);
+        }
+        (rt, recorder)
+    }
+
+    /// Drive a run, renewing its lease every third of the lease.
+    async fn with_lease<T>(&self, run_id: &str, run: impl Future<Output = T>) -> T {
+        let period = (self.inner.opts.lease / 3).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                out = &mut run => return out,
+                _ = tick.tick() => {
+                    let id = run_id.to_owned();
+                    let lease = self.inner.opts.lease;
+                    let slot = Arc::new(Mutex::new(None));
+                    self.write_detached(
+                        move |c| {
+                            c.execute(
+                                "UPDATE runs SET lease_until = ?2 WHERE run_id = ?1 AND status = 'running'",
+                                params![id, lease_until(lease)],
+                            )?;
+                            Ok(())
+                        },
+                        slot,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Record how a run ended; fails when any of its envelopes could not be written.
+    async fn finish(
+        &self,
+        run_id: &str,
+        outcome: Outcome,
+        recorder: &Recorder,
+    ) -> Result<(), StoreError> {
+        let trace_text = serde_json::to_string(&outcome.trace)
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let cursor_text = match &outcome.cursor {
+            None => None,
+            Some(c) => {
+                Some(serde_json::to_string(c).map_err(|e| StoreError::Database(e.to_string()))?)
+            }
+        };
+        let status = outcome.trace.status.as_str();
+        let id = run_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, trace = ?4, lease_until = 0 WHERE run_id = ?1",
+                params![id, status, now_text(), trace_text],
+            )?;
+            if let Some(text) = cursor_text {
+                c.execute(
+                    "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
+                    params![id, text, now_text()],
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+        let failed = match recorder.error.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        match failed {
+            None => Ok(()),
+            Some(e) => Err(StoreError::Audit {
+                run_id: run_id.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn stored_trace(&self, run_id: &str) -> Result<Trace, StoreError> {
+        let v = self
+            .get_trace(run_id)
+            .await?
+            .ok_or_else(|| corrupt(format!("run `{run_id}` ended but has no trace")))?;
+        serde_json::from_value(v).map_err(corrupt)
+    }
+
+    async fn secret_values(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, Option<Value>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT value FROM vault WHERE id = ?1")?;
+            let mut out = HashMap::new();
+            for id in ids {
+                let v: Option<Option<String>> = st.query_row([&id], |r| r.get(0)).optional()?;
+                if let Some(v) = v {
+                    let v = match v {
+                        Some(text) => Some(serde_json::from_str(&text).map_err(corrupt)?),
+                        None => None,
+                    };
+                    out.insert(id, v);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn lease_until(lease: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Everything `begin` writes.
+#[derive(Debug)]
+struct BeginRow {
+    run_id: String,
+    program_name: String,
+    program_hash: String,
+    program_text: String,
+    policy_hash: String,
+    policy_text: String,
+    context_text: String,
+    key: Option<String>,
+    /// id → canonical JSON of the value.
+    secrets: Vec<(String, String)>,
+    owner: String,
+    lease: Duration,
+}
+
+impl BeginRow {
+    fn begin(&self, c: &Connection) -> Result<Begin, StoreError> {
+        let mut took_over = None;
+        if let Some(key) = &self.key {
+            let held: Option<(String, String, String, i64)> = c
+                .prepare_cached(
+                    "SELECT k.run_id, k.program_hash, r.status, r.lease_until
+                     FROM idempotency_keys k JOIN runs r ON r.run_id = k.run_id WHERE k.key = ?1",
+                )?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            if let Some((run_id, program_hash, status, lease)) = held {
+                if program_hash != self.program_hash {
+                    return Err(StoreError::KeyConflict {
+                        key: key.clone(),
+                        found: program_hash,
+                        given: self.program_hash.clone(),
+                    });
+                }
+                if status != "running" {
+                    return Ok(Begin::Done(run_id));
+                }
+                if lease >= now_ms() {
+                    return Ok(Begin::Busy);
+                }
+                c.prepare_cached("UPDATE runs SET status = 'interrupted' WHERE run_id = ?1")?
+                    .execute([&run_id])?;
+                took_over = Some(run_id);
+            }
+        }
+        let now = now_text();
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO programs (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![self.program_hash, self.program_name, self.program_text, now])?;
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO policies (hash, policy, created_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![self.policy_hash, self.policy_text, now])?;
+        for (id, value) in &self.secrets {
+            let stored: Option<Option<String>> = c
+                .prepare_cached("SELECT value FROM vault WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            match stored {
+                None => {
+                    c.prepare_cached(
+                        "INSERT INTO vault (id, value, created_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![id, value, now])?;
+                }
+                Some(Some(v)) if v == *value => {}
+                Some(_) => return Err(StoreError::SecretConflict(secrets::token(id))),
+            }
+        }
+        c.prepare_cached(
+            "INSERT INTO runs (run_id, program_hash, policy_hash, program_name, idempotency_key,
+                               status, started_at, context, envelopes, head_hash, owner, lease_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, 0, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            self.run_id,
+            self.program_hash,
+            self.policy_hash,
+            self.program_name,
+            self.key,
+            now,
+            self.context_text,
+            genesis(&self.run_id),
+            self.owner,
+            lease_until(self.lease),
+        ])?;
+        if let Some(key) = &self.key {
+            c.prepare_cached(
+                "INSERT INTO idempotency_keys (key, run_id, program_hash, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, updated_at = excluded.updated_at",
+            )?
+            .execute(params![key, self.run_id, self.program_hash, now])?;
+        }
+        Ok(Begin::Started { took_over })
+    }
+}
+
+struct Claimed {
+    cursor: String,
+    policy_hash: String,
+    envelopes: u64,
+    head: String,
+}
+
+/// Take a suspended run: its cursor is removed and it is `running` again (one resumer wins).
+fn claim(
+    c: &Connection,
+    run_id: &str,
+    owner: &str,
+    lease: Duration,
+) -> Result<Claimed, StoreError> {
+    let row: Option<(String, String, i64, String)> = c
+        .query_row(
+            "SELECT status, policy_hash, envelopes, head_hash FROM runs WHERE run_id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((status, policy_hash, envelopes, head)) = row else {
+        return Err(StoreError::NoRun(run_id.to_owned()));
+    };
+    if status != "suspended" {
+        return Err(StoreError::NotSuspended {
+            run_id: run_id.to_owned(),
+            status,
+        });
+    }
+    let cursor: String = c
+        .query_row(
+            "SELECT cursor FROM cursors WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| corrupt(format!("suspended run `{run_id}` has no cursor")))?;
+    c.execute("DELETE FROM cursors WHERE run_id = ?1", [run_id])?;
+    c.execute(
+        "UPDATE runs SET status = 'running', finished_at = NULL, owner = ?2, lease_until = ?3 WHERE run_id = ?1",
+        params![run_id, owner, lease_until(lease)],
+    )?;
+    Ok(Claimed {
+        cursor,
+        policy_hash,
+        envelopes: u64::try_from(envelopes).unwrap_or(0),
+        head,
+    })
+}
+
+/// Where a run's chain stands.
+#[derive(Debug)]
+struct Chain {
+    index: u64,
+    prev: String,
+}
+
+/// The observer that writes one envelope per step record.
+#[derive(Debug)]
+struct Recorder {
+    store: Store,
+    run_id: Arc<str>,
+    policy_hash: Arc<str>,
+    chain: Mutex<Chain>,
+    /// The first write that failed.
+    error: Arc<Mutex<Option<StoreError>>>,
+    next: Option<Arc<dyn Observer>>,
+}
+
+impl Observer for Recorder {
+    fn step_started(&self, step_id: &str, number: u64) {
+        if let Some(n) = &self.next {
+            n.step_started(step_id, number);
+        }
+    }
+
+    fn step_finished(&self, record: &StepRecord) {
+        if let Some(n) = &self.next {
+            n.step_finished(record);
+        }
+        let payload = match serde_json::to_value(record) {
+            Ok(v) => canon::to_string(&v),
+            Err(e) => {
+                let mut g = match self.error.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                g.get_or_insert(StoreError::Database(e.to_string()));
+                return;
+            }
+        };
+        let mut chain = match self.chain.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let index = chain.index;
+        let state_hash = record.state_hash.clone();
+        let hash = Link {
+            index,
+            step_id: &record.step_id,
+            policy_hash: &self.policy_hash,
+            state_hash: state_hash.as_deref(),
+            prev_hash: &chain.prev,
+            payload: &payload,
+        }
+        .hash();
+        let prev = std::mem::replace(&mut chain.prev, hash.clone());
+        chain.index += 1;
+        drop(chain);
+        let run_id = self.run_id.clone();
+        let policy_hash = self.policy_hash.clone();
+        let step_id = record.step_id.clone();
+        let lease = self.store.inner.opts.lease;
+        let idx = i64::try_from(index).unwrap_or(i64::MAX);
+        self.store.write_detached(
+            move |c| {
+                c.prepare_cached(
+                    "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    &*run_id,
+                    idx,
+                    step_id,
+                    &*policy_hash,
+                    state_hash,
+                    prev,
+                    hash,
+                    payload
+                ])?;
+                c.prepare_cached(
+                    "UPDATE runs SET envelopes = ?2, head_hash = ?3, lease_until = ?4 WHERE run_id = ?1",
+                )?
+                .execute(params![&*run_id, idx + 1, hash, lease_until(lease)])?;
+                Ok(())
+            },
+            self.error.clone(),
+        );
+    }
+}

@@ -1,0 +1,821 @@
+//! Store integration tests: persisted runs against real SQLite files in a temporary directory
+//! (chains, tampering through a raw connection, idempotency, the vault and erasure, suspend and
+//! resume, schema versions, concurrency), and a crash test that kills `nanovm run` with
+//! SIGKILL at random points.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use nanovm::check::catalog::{Catalog, ToolInfo};
+use nanovm::check::{Options, check_source};
+use nanovm::exec::mock::Mocks;
+use nanovm::exec::{Runnable, Runtime, Source, Status};
+use nanovm::store::{
+    Break, Erasure, Persisted, RunRequest, SCHEMA_VERSION, Store, StoreError, StoreOptions,
+};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn block<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A fresh directory for one test.
+fn tempdir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "nanovm-store-{}-{name}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir.join("nanovm.db"), StoreOptions::default()).unwrap()
+}
+
+fn prepare<'a>(program: &Value, tools: impl IntoIterator<Item = &'a str>) -> Runnable {
+    let mut catalog = Catalog::new();
+    for name in tools {
+        catalog.insert(name, ToolInfo::default());
+    }
+    let opts = Options {
+        catalog: Some(Arc::new(catalog)),
+        ..Options::default()
+    };
+    let report = check_source(&program.to_string(), &opts);
+    Runnable::new(report.checked.expect("the program passes the checker"))
+}
+
+fn mocked(program: &Value, mocks: Value) -> (Runnable, Mocks, Runtime) {
+    let mocks = Mocks::from_value(mocks).unwrap();
+    let prog = prepare(program, mocks.tools.names());
+    let rt = Runtime::new(mocks.llm.clone(), mocks.tools.clone());
+    (prog, mocks, rt)
+}
+
+fn request(program: &Value, context: Value, key: Option<&str>) -> RunRequest {
+    let Value::Object(context) = context else {
+        panic!("context must be an object")
+    };
+    RunRequest {
+        program: program.clone(),
+        context,
+        policy: json!({"tools": {"lookup_order": {"allowed": true}}}),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+fn example(name: &str) -> Value {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn refund() -> (Value, Value, Value) {
+    (
+        example("examples/refund.json"),
+        example("examples/refund.context.json"),
+        example("examples/refund.mocks.json"),
+    )
+}
+
+fn raw(dir: &Path) -> Connection {
+    Connection::open(dir.join("nanovm.db")).unwrap()
+}
+
+fn count(c: &Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn verify_one(store: &Store, run_id: &str) -> Option<Break> {
+    let v = block(store.verify(Some(run_id))).unwrap();
+    assert_eq!(v.len(), 1);
+    v.into_iter().next().unwrap().broken
+}
+
+fn run_refund(store: &Store) -> Persisted {
+    let (program, context, mocks) = refund();
+    let (prog, _mocks, rt) = mocked(&program, mocks);
+    block(store.run(&rt, &prog, request(&program, context, None))).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs, envelopes, chains
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_persisted_run_writes_one_envelope_per_step_and_its_chain_verifies() {
+    let dir = tempdir("basic");
+    let store = open(&dir);
+    let p = run_refund(&store);
+    assert_eq!(p.trace.status, Status::Success);
+    assert!(!p.replayed);
+    assert_eq!(p.run_id, p.trace.trace_id);
+    let c = raw(&dir);
+    let n = count(&c, "SELECT count(*) FROM envelopes");
+    assert_eq!(n as usize, p.trace.steps.len());
+    // The envelopes' payloads are the step records, in trace order, with the state hashes.
+    let mut st = c
+        .prepare("SELECT step_id, state_hash, payload FROM envelopes ORDER BY idx")
+        .unwrap();
+    let rows: Vec<(String, Option<String>, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (row, step) in rows.iter().zip(&p.trace.steps) {
+        assert_eq!(row.0, step.step_id);
+        assert_eq!(row.1, step.state_hash);
+        let payload: Value = serde_json::from_str(&row.2).unwrap();
+        assert_eq!(payload, serde_json::to_value(step).unwrap());
+    }
+    assert_eq!(verify_one(&store, &p.run_id), None);
+    // The stored trace is the run's trace; the steps view reads the envelopes.
+    let stored = block(store.get_trace(&p.run_id)).unwrap().unwrap();
+    assert_eq!(stored, serde_json::to_value(&p.trace).unwrap());
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM steps WHERE status = 'success'"),
+        n
+    );
+    let runs = block(store.list_runs(10)).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "success");
+    assert_eq!(runs[0].envelopes, n as u64);
+    assert_eq!(runs[0].program_name, "refund_triage");
+    assert_eq!(block(store.integrity_check()).unwrap(), "ok");
+    // The program is stored once, content-addressed.
+    run_refund(&store);
+    assert_eq!(count(&c, "SELECT count(*) FROM programs"), 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM runs"), 2);
+    let all = block(store.verify(None)).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|v| v.broken.is_none()));
+}
+
+#[test]
+fn envelopes_are_append_only() {
+    let dir = tempdir("append-only");
+    let store = open(&dir);
+    run_refund(&store);
+    let c = raw(&dir);
+    let err = c
+        .execute("UPDATE envelopes SET payload = '{}' WHERE idx = 0", [])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("append-only: UPDATE refused"),
+        "{err}"
+    );
+    let err = c.execute("DELETE FROM envelopes", []).unwrap_err();
+    assert!(
+        err.to_string().contains("append-only: DELETE refused"),
+        "{err}"
+    );
+}
+
+/// Tamper through a raw connection that drops the triggers first.
+fn tamper(dir: &Path, sql: &str) {
+    let c = raw(dir);
+    c.execute_batch(&format!(
+        "DROP TRIGGER envelopes_no_update; DROP TRIGGER envelopes_no_delete; {sql}"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn verification_finds_a_changed_payload() {
+    let dir = tempdir("changed");
+    let store = open(&dir);
+    let p = run_refund(&store);
+    tamper(
+        &dir,
+        "UPDATE envelopes SET payload = replace(payload, '250', '2500') WHERE idx = 0",
+    );
+    let c = raw(&dir);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM envelopes WHERE payload LIKE '%2500%'"
+        ),
+        1
+    );
+    assert_eq!(
+        verify_one(&store, &p.run_id),
+        Some(Break::HashMismatch { index: 0 })
+    );
+}
+
+#[test]
+fn verification_finds_a_deleted_row() {
+    let dir = tempdir("deleted");
+    let store = open(&dir);
+    let p = run_refund(&store);
+    tamper(&dir, "DELETE FROM envelopes WHERE idx = 1");
+    assert_eq!(
+        verify_one(&store, &p.run_id),
+        Some(Break::IndexGap { index: 1, found: 2 })
+    );
+    // The last row deleted and the run row's count lowered to match: the head gives it away.
+    let dir = tempdir("deleted-tail");
+    let store = open(&dir);
+    let p = run_refund(&store);
+    tamper(
+        &dir,
+        "DELETE FROM envelopes WHERE idx = (SELECT max(idx) FROM envelopes);
+         UPDATE runs SET envelopes = envelopes - 1",
+    );
+    assert_eq!(verify_one(&store, &p.run_id), Some(Break::HeadMismatch));
+}
+
+#[test]
+fn verification_finds_a_reordered_index() {
+    let dir = tempdir("reordered");
+    let store = open(&dir);
+    let p = run_refund(&store);
+    tamper(
+        &dir,
+        "UPDATE envelopes SET idx = -1 WHERE idx = 1;
+         UPDATE envelopes SET idx = 1 WHERE idx = 2;
+         UPDATE envelopes SET idx = 2 WHERE idx = -1;",
+    );
+    assert_eq!(
+        verify_one(&store, &p.run_id),
+        Some(Break::PrevMismatch { index: 1 })
+    );
+    let v = block(store.verify(None)).unwrap();
+    assert_eq!(v[0].broken.as_ref().and_then(Break::index), Some(1));
+}
+
+#[test]
+fn a_database_from_a_future_schema_version_is_refused() {
+    let dir = tempdir("future");
+    drop(open(&dir));
+    raw(&dir)
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    let err = Store::open(dir.join("nanovm.db"), StoreOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::FutureSchema {
+            found: SCHEMA_VERSION + 1,
+            supported: SCHEMA_VERSION
+        }
+    );
+    assert!(err.to_string().contains("use a newer nanovm"));
+    // A file that is not a database is a clear error too.
+    std::fs::write(dir.join("junk.db"), b"this is not sqlite, just text").unwrap();
+    let err = Store::open(dir.join("junk.db"), StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a database"), "{err}");
+}
+
+#[test]
+fn the_database_is_in_wal_mode_with_foreign_keys() {
+    let dir = tempdir("wal");
+    let _store = open(&dir);
+    let c = raw(&dir);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_finished_key_returns_the_stored_result_without_running() {
+    let dir = tempdir("idem");
+    let store = open(&dir);
+    let (program, context, mocks) = refund();
+    let (prog, mocks, rt) = mocked(&program, mocks);
+    let first =
+        block(store.run(&rt, &prog, request(&program, context.clone(), Some("k1")))).unwrap();
+    let calls = mocks.log.take().len();
+    assert!(calls >= 3);
+    let again =
+        block(store.run(&rt, &prog, request(&program, context.clone(), Some("k1")))).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.run_id, first.run_id);
+    assert_eq!(again.trace, first.trace);
+    assert!(mocks.log.take().is_empty(), "nothing ran the second time");
+    // Another program under the same key is refused.
+    let mut other = program.clone();
+    other["name"] = json!("another");
+    let (prog2, _m, rt2) = mocked(&other, refund().2);
+    let err = block(store.run(&rt2, &prog2, request(&other, context, Some("k1")))).unwrap_err();
+    assert!(matches!(err, StoreError::KeyConflict { .. }), "{err}");
+    let c = raw(&dir);
+    assert_eq!(count(&c, "SELECT count(*) FROM runs"), 1);
+}
+
+#[test]
+fn a_failed_run_is_the_keys_result_too() {
+    let dir = tempdir("idem-failed");
+    let store = open(&dir);
+    let program = json!({"name": "f", "steps": [{"id": "a", "type": "tool", "tool": "t"}]});
+    let (prog, mocks, rt) = mocked(&program, json!({"tools": {"t": {"error": "down"}}}));
+    let first = block(store.run(&rt, &prog, request(&program, json!({}), Some("kf")))).unwrap();
+    assert_eq!(first.trace.status, Status::Failed);
+    let again = block(store.run(&rt, &prog, request(&program, json!({}), Some("kf")))).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.trace.status, Status::Failed);
+    assert_eq!(mocks.log.take().len(), 1);
+}
+
+#[test]
+fn concurrent_requests_with_one_key_run_the_program_once() {
+    let dir = tempdir("idem-concurrent");
+    let store = open(&dir);
+    let program = json!({"name": "slow", "steps": [
+        {"id": "think", "type": "llm", "prompt": "go"},
+        {"id": "act", "type": "tool", "tool": "t", "args": {"x": "$think"}}
+    ]});
+    let (prog, mocks, rt) = mocked(
+        &program,
+        json!({"tools": {"t": {"ok": true}}, "llm": {"*": {"reply": "yes", "delay_s": 0.2}}}),
+    );
+    let results = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let (store, rt, prog, req) = (
+                    store.clone(),
+                    rt.clone(),
+                    prog.clone(),
+                    request(&program, json!({}), Some("same")),
+                );
+                tasks.push(tokio::spawn(
+                    async move { store.run(&rt, &prog, req).await },
+                ));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap().unwrap());
+            }
+            out
+        });
+    let ran: Vec<_> = results.iter().filter(|p| !p.replayed).collect();
+    assert_eq!(ran.len(), 1, "exactly one request ran the program");
+    assert!(results.iter().all(|p| p.run_id == ran[0].run_id));
+    assert!(results.iter().all(|p| p.trace.status == Status::Success));
+    let calls = mocks.log.take();
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+}
+
+#[test]
+fn a_key_whose_run_was_interrupted_runs_again() {
+    let dir = tempdir("idem-interrupted");
+    let opts = StoreOptions {
+        lease: Duration::from_millis(100),
+        ..StoreOptions::default()
+    };
+    let program = json!({"name": "slow", "steps": [
+        {"id": "think", "type": "llm", "prompt": "go"},
+        {"id": "act", "type": "tool", "tool": "t"}
+    ]});
+    let (prog, mocks, rt) = mocked(
+        &program,
+        json!({"tools": {"t": {"ok": true}}, "llm": {"*": {"reply": "yes", "delay_s": 5}}}),
+    );
+    // The first run is dropped mid-way (its process "dies": the lease is no longer renewed).
+    let store = Store::open(dir.join("nanovm.db"), opts.clone()).unwrap();
+    block(async {
+        let run = store.run(&rt, &prog, request(&program, json!({}), Some("k")));
+        let _ = tokio::time::timeout(Duration::from_millis(50), run).await;
+    });
+    let runs = block(store.list_runs(10)).unwrap();
+    assert_eq!(runs.len(), 1);
+    let first = runs[0].run_id.clone();
+    drop(store);
+    std::thread::sleep(Duration::from_millis(150));
+    let runs = {
+        let s = Store::open(dir.join("nanovm.db"), opts.clone()).unwrap();
+        block(s.list_runs(10)).unwrap()
+    };
+    assert_eq!(runs[0].status, "interrupted");
+    let (prog, mocks2, rt) = mocked(
+        &program,
+        json!({"tools": {"t": {"ok": true}}, "llm": {"*": "yes"}}),
+    );
+    let store = Store::open(dir.join("nanovm.db"), opts).unwrap();
+    let p = block(store.run(&rt, &prog, request(&program, json!({}), Some("k")))).unwrap();
+    assert!(!p.replayed);
+    assert_eq!(p.took_over.as_deref(), Some(first.as_str()));
+    assert_eq!(p.trace.status, Status::Success);
+    assert_eq!(mocks2.log.take().len(), 2);
+    drop(mocks);
+    let again = block(store.run(&rt, &prog, request(&program, json!({}), Some("k")))).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.run_id, p.run_id);
+    let statuses: Vec<String> = block(store.list_runs(10))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.status)
+        .collect();
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["interrupted", "success"]);
+    assert!(
+        block(store.verify(None))
+            .unwrap()
+            .iter()
+            .all(|v| v.broken.is_none())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The vault
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn secrets_reach_tools_only_and_erasure_keeps_chains_valid() {
+    let dir = tempdir("vault");
+    let store = open(&dir);
+    let program = json!({"name": "pay", "steps": [
+        {"id": "note", "type": "llm", "prompt": "Charge card $card for $amount"},
+        {"id": "charge", "type": "tool", "tool": "charge", "args": {"card": "$card", "auth": "Bearer $card"}},
+        {"id": "echo", "type": "tool", "tool": "echo", "args": {"card": "$card"}}
+    ]});
+    let mocks = Mocks::from_value(json!({"llm": {"*": "ok"}})).unwrap();
+    let log = mocks.log.clone();
+    // `charge` answers with the card it got; `echo` too: both answers must be hidden again.
+    let tools = nanovm::exec::native::NativeTools::new()
+        .register("charge", |args| {
+            Ok(json!({"charged": args["card"], "ok": true}))
+        })
+        .register("echo", Ok);
+    let prog = prepare(&program, ["charge", "echo"]);
+    let rt = Runtime::new(mocks.llm.clone(), Arc::new(tools));
+    let secret = "4242424242424242";
+    let context = json!({"card": {"$secret": secret, "id": "card-4242"}, "amount": 5});
+    let p = block(store.run(&rt, &prog, request(&program, context, None))).unwrap();
+    assert_eq!(p.trace.status, Status::Success);
+    // The prompt got the token.
+    let calls = log.take();
+    assert_eq!(
+        calls[0]["llm"]["prompt"],
+        json!("Charge card vault://secret/card-4242 for 5")
+    );
+    // Tools got the value (their answers echo it, and those were turned back into tokens).
+    let charge = p
+        .trace
+        .steps
+        .iter()
+        .find(|s| s.step_id == "charge")
+        .unwrap();
+    assert_eq!(
+        charge.output,
+        json!({"charged": "vault://secret/card-4242", "ok": true})
+    );
+    let echo = p.trace.steps.iter().find(|s| s.step_id == "echo").unwrap();
+    assert_eq!(echo.output, json!({"card": "vault://secret/card-4242"}));
+    // Nothing but the vault holds the value.
+    let c = raw(&dir);
+    for sql in [
+        "SELECT count(*) FROM envelopes WHERE payload LIKE '%4242424242424242%'",
+        "SELECT count(*) FROM runs WHERE trace LIKE '%4242424242424242%' OR context LIKE '%4242424242424242%'",
+    ] {
+        assert_eq!(count(&c, sql), 0, "{sql}");
+    }
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM vault WHERE value = '\"4242424242424242\"'"
+        ),
+        1
+    );
+    assert_eq!(verify_one(&store, &p.run_id), None);
+    // Erase: the value is gone, projections show the tombstone, the chain still verifies.
+    assert_eq!(
+        block(store.erase("vault://secret/card-4242")).unwrap(),
+        Erasure::Erased
+    );
+    assert_eq!(
+        block(store.erase("card-4242")).unwrap(),
+        Erasure::AlreadyErased
+    );
+    assert!(block(store.erase("nope")).is_err());
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM vault WHERE value IS NULL AND erased_at IS NOT NULL"
+        ),
+        1
+    );
+    let shown = block(store.get_trace(&p.run_id)).unwrap().unwrap();
+    let text = shown.to_string();
+    assert!(!text.contains("vault://secret/card-4242"), "{text}");
+    assert!(text.contains("[REDACTED_TOMBSTONE]"));
+    assert_eq!(verify_one(&store, &p.run_id), None);
+    // The same id with another value is refused; with the erased id too.
+    let context = json!({"card": {"$secret": "1111", "id": "card-4242"}});
+    let err = block(store.run(&rt, &prog, request(&program, context, None))).unwrap_err();
+    assert!(matches!(err, StoreError::SecretConflict(_)), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Suspend and resume
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_suspended_run_resumes_from_the_store_and_its_chain_continues() {
+    let dir = tempdir("resume");
+    let store = open(&dir);
+    let program = json!({"name": "approve", "steps": [
+        {"id": "ask", "type": "tool", "tool": "approval"},
+        {"id": "done", "type": "tool", "tool": "notify", "args": {"by": "$__webhook__.by"}}
+    ]});
+    let (prog, mocks, rt) = mocked(
+        &program,
+        json!({"tools": {"approval": "PENDING", "notify": {"sent": true}}}),
+    );
+    let p = block(store.run(&rt, &prog, request(&program, json!({}), None))).unwrap();
+    assert_eq!(p.trace.status, Status::Suspended);
+    let summary = block(store.run_summary(&p.run_id)).unwrap().unwrap();
+    assert_eq!(summary.status, "suspended");
+    assert_eq!(summary.envelopes, 1);
+    let stored = block(store.program_of_run(&p.run_id)).unwrap();
+    assert_eq!(stored.name, "approve");
+    let r = block(store.resume(
+        &rt,
+        &prog,
+        &p.run_id,
+        json!({"by": "ops"}),
+        Source::Operator,
+    ))
+    .unwrap();
+    assert_eq!(r.trace.status, Status::Success);
+    assert_eq!(r.run_id, p.run_id);
+    let calls = mocks.log.take();
+    assert_eq!(calls.last().unwrap()["args"], json!({"by": "ops"}));
+    let summary = block(store.run_summary(&p.run_id)).unwrap().unwrap();
+    assert_eq!(summary.status, "success");
+    assert_eq!(summary.envelopes, 2);
+    assert_eq!(verify_one(&store, &p.run_id), None);
+    // Resuming again is an error, and so is an unknown run.
+    let err = block(store.resume(&rt, &prog, &p.run_id, Value::Null, Source::Webhook)).unwrap_err();
+    assert!(matches!(err, StoreError::NotSuspended { .. }), "{err}");
+    let err = block(store.resume(&rt, &prog, "nope", Value::Null, Source::Webhook)).unwrap_err();
+    assert_eq!(err, StoreError::NoRun("nope".into()));
+}
+
+#[test]
+fn a_resume_with_the_wrong_program_leaves_the_run_suspended() {
+    let dir = tempdir("resume-wrong");
+    let store = open(&dir);
+    let program =
+        json!({"name": "approve", "steps": [{"id": "ask", "type": "tool", "tool": "approval"}]});
+    let (prog, _m, rt) = mocked(&program, json!({"tools": {"approval": "PENDING"}}));
+    let p = block(store.run(&rt, &prog, request(&program, json!({}), None))).unwrap();
+    let other =
+        json!({"name": "other", "steps": [{"id": "ask", "type": "tool", "tool": "approval"}]});
+    let prog2 = prepare(&other, ["approval"]);
+    let err =
+        block(store.resume(&rt, &prog2, &p.run_id, Value::Null, Source::Webhook)).unwrap_err();
+    assert!(matches!(err, StoreError::Resume { .. }), "{err}");
+    let summary = block(store.run_summary(&p.run_id)).unwrap().unwrap();
+    assert_eq!(summary.status, "suspended");
+    let r = block(store.resume(&rt, &prog, &p.run_id, Value::Null, Source::Webhook)).unwrap();
+    assert_eq!(r.trace.status, Status::Success);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn eight_tasks_of_500_runs_lose_and_duplicate_nothing() {
+    let dir = tempdir("concurrency");
+    let program = json!({"name": "small", "steps": [
+        {"id": "a", "type": "tool", "tool": "t", "args": {"n": "$n"}},
+        {"id": "b", "type": "condition", "condition": "$a.output.ok == true", "then": "c", "otherwise": "c"},
+        {"id": "c", "type": "tool", "tool": "t", "args": {"n": "$n"}, "is_terminal": true}
+    ]});
+    let (prog, _m, rt) = mocked(&program, json!({"tools": {"t": {"ok": true}}}));
+    const TASKS: usize = 8;
+    const RUNS: usize = 500;
+    let ids = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..TASKS {
+                // Half the tasks share a store handle, half open their own (another writer).
+                let store = Store::open(dir.join("nanovm.db"), StoreOptions::default()).unwrap();
+                let (rt, prog, program) = (rt.clone(), prog.clone(), program.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..RUNS {
+                        let key = (i % 3 == 0).then(|| format!("t{t}-r{i}"));
+                        let req = request(&program, json!({"n": i}), key.as_deref());
+                        let p = store.run(&rt, &prog, req).await.unwrap();
+                        assert_eq!(p.trace.status, Status::Success);
+                        ids.push(p.run_id);
+                    }
+                    ids
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        });
+    assert_eq!(ids.len(), TASKS * RUNS);
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), TASKS * RUNS);
+    let c = raw(&dir);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM runs") as usize,
+        TASKS * RUNS
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM runs WHERE status = 'success'") as usize,
+        TASKS * RUNS
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM envelopes") as usize,
+        TASKS * RUNS * 3
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM idempotency_keys") as usize,
+        TASKS * RUNS.div_ceil(3)
+    );
+    let store = open(&dir);
+    let verdicts = block(store.verify(None)).unwrap();
+    assert_eq!(verdicts.len(), TASKS * RUNS);
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| v.broken.is_none() && v.envelopes == 3)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash test: SIGKILL at random points
+// ---------------------------------------------------------------------------------------------
+
+/// A small deterministic generator (no dependency needed for kill delays).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_at_random_points_leaves_a_sound_database_and_runs_once() {
+    use std::process::{Command, Stdio};
+    let dir = tempdir("crash");
+    // 40 llm steps of 2 ms each: a run takes ~100 ms, so kills land before, during and after.
+    let steps: Vec<Value> = (0..40)
+        .map(|i| json!({"id": format!("s{i}"), "type": "llm", "prompt": format!("step {i} $n")}))
+        .collect();
+    let program = json!({"name": "long", "steps": steps});
+    let mocks = json!({"llm": {"*": {"reply": "ok", "delay_s": 0.002}}});
+    std::fs::write(dir.join("long.json"), program.to_string()).unwrap();
+    std::fs::write(dir.join("mocks.json"), mocks.to_string()).unwrap();
+    std::fs::write(dir.join("ctx.json"), "{\"n\": 1}").unwrap();
+    let db = dir.join("crash.db");
+    let nanovm = |key: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nanovm"));
+        c.args([
+            "run",
+            "long.json",
+            "--mocks",
+            "mocks.json",
+            "--context",
+            "ctx.json",
+        ])
+        .args(["--format", "json", "--idempotency-key", key])
+        .arg("--db")
+        .arg(&db)
+        .current_dir(&dir)
+        .env("NANOVM_LEASE_MS", "60")
+        .env_remove("NANOVM_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        c
+    };
+    let mut rng = Lcg(0x5eed);
+    const ITERATIONS: usize = 50;
+    let mut killed_mid_run = 0;
+    for i in 0..ITERATIONS {
+        let key = format!("crash-{i}");
+        let mut child = nanovm(&key).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.next() % 160));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        {
+            let c = Connection::open(&db).unwrap();
+            let ok: String = c
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(ok, "ok", "iteration {i}");
+            let running = c
+                .query_row(
+                    "SELECT count(*) FROM runs WHERE idempotency_key = ?1 AND status = 'running'",
+                    [&key],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0);
+            killed_mid_run += running as usize;
+        }
+        let audit = Command::new(env!("CARGO_BIN_EXE_nanovm"))
+            .args(["audit", "verify", "--all", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        // The schema may not exist yet when the first child was killed before creating it.
+        if db.exists() && audit.status.code() != Some(2) {
+            assert_eq!(
+                audit.status.code(),
+                Some(0),
+                "iteration {i}: {}",
+                String::from_utf8_lossy(&audit.stdout)
+            );
+        }
+        // Re-running with the key completes, and then it is done: once.
+        let out = nanovm(&key).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "iteration {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let trace: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(trace["status"], "success", "iteration {i}");
+        let again = nanovm(&key).output().unwrap();
+        let trace2: Value = serde_json::from_slice(&again.stdout).unwrap();
+        assert_eq!(
+            trace2["trace_id"], trace["trace_id"],
+            "iteration {i}: ran twice"
+        );
+        let c = Connection::open(&db).unwrap();
+        let successes: i64 = c
+            .query_row(
+                "SELECT count(*) FROM runs WHERE idempotency_key = ?1 AND status = 'success'",
+                [&key],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(successes, 1, "iteration {i}");
+    }
+    // Most kills should land mid-run; if none did, the test would prove little.
+    assert!(
+        killed_mid_run >= 5,
+        "only {killed_mid_run} kills landed mid-run"
+    );
+    let c = Connection::open(&db).unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let audit = Command::new(env!("CARGO_BIN_EXE_nanovm"))
+        .args(["audit", "verify", "--all", "--format", "json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM runs WHERE status = 'success'") as usize,
+        ITERATIONS
+    );
+}
