@@ -819,3 +819,34 @@ fn a_run_killed_at_random_points_leaves_a_sound_database_and_runs_once() {
         ITERATIONS
     );
 }
+
+#[test]
+fn closing_the_store_checkpoints_the_wal_into_the_file() {
+    let dir = tempdir("checkpoint");
+    let store = open(&dir);
+    let p = run_refund(&store);
+    // A read leaves a pooled read connection open; it must not keep the WAL alive.
+    block(store.get_trace(&p.run_id)).unwrap().unwrap();
+    drop(store);
+    assert!(!dir.join("nanovm.db-wal").exists());
+    // A copy of the main file alone holds everything.
+    std::fs::copy(dir.join("nanovm.db"), dir.join("copy.db")).unwrap();
+    let c = Connection::open(dir.join("copy.db")).unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM runs"), 1);
+}
+
+#[test]
+fn another_applications_database_is_refused_and_left_alone() {
+    let dir = tempdir("foreign");
+    let path = dir.join("other.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE x (a); INSERT INTO x VALUES (1);")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path, StoreOptions::default()).unwrap_err();
+    assert_eq!(err, StoreError::NotNanovm(path.display().to_string()));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(!dir.join("other.db-wal").exists());
+}

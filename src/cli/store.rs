@@ -156,7 +156,7 @@ pub fn trace(cmd: &TraceCommand) -> u8 {
                 match format {
                     Format::Json => println!("{}", json!(runs)),
                     Format::Human => {
-                        if runs.is_empty() {
+                        if runs.is_empty() && *limit > 0 {
                             println!("no runs in `{}`", store.path().display());
                         }
                         for r in &runs {

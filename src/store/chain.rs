@@ -7,7 +7,9 @@
 //! genesis   = sha256("nanovm/run/" + run_id)
 //! ```
 //!
-//! Canonical JSON is the runtime's (`exec::canon`): sorted keys, no spaces. The payload is
+//! The run row records the number of envelopes and the last hash (the head) when the run
+//! ends or suspends; a deleted tail shows there. Canonical JSON is the runtime's
+//! (`exec::canon`): sorted keys, no spaces. The payload is
 //! stored as its canonical text, so the hashed bytes are exactly
 //! `{"index":I,"payload":P,"policy_hash":"…","prev_hash":"…","state_hash":"…"|null,"step_id":"…"}`.
 
@@ -153,6 +155,20 @@ impl Verifier {
         }
         self.expected += 1;
         hash.clone_into(&mut self.prev);
+    }
+
+    /// The verdict on a run that has not ended: the links, and at least `recorded` of them.
+    pub fn finish_open(self, recorded: u64) -> Result<u64, Break> {
+        if let Some(b) = self.broken {
+            return Err(b);
+        }
+        if self.expected < recorded {
+            return Err(Break::CountMismatch {
+                recorded,
+                found: self.expected,
+            });
+        }
+        Ok(self.expected)
     }
 
     /// The verdict, given what the run row records.

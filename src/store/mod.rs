@@ -61,6 +61,12 @@ pub enum StoreError {
     SecretConflict(String),
     #[error("{0}")]
     Secret(#[from] secrets::SecretError),
+    #[error("no secret `{0}` in the vault")]
+    NoSecret(String),
+    #[error(
+        "`{0}` is an SQLite database of something else (it has tables and no nanovm schema version): pass another --db file"
+    )]
+    NotNanovm(String),
     #[error("run `{run_id}` is {status}, not suspended: only a suspended run can be resumed")]
     NotSuspended { run_id: String, status: String },
     #[error("cannot resume run `{run_id}`: {message}")]
@@ -125,8 +131,15 @@ struct Inner {
     opts: StoreOptions,
     /// This instance's id, the `owner` of the runs it runs.
     owner: String,
-    writer: Writer,
+    /// Declared before the writer: fields drop in order, and the write connection must close
+    /// last so that SQLite checkpoints the WAL into the main file and removes it.
     readers: Mutex<Vec<Connection>>,
+    /// Bounds concurrent reads to the pool's size, so connections are reused, not reopened.
+    reading: tokio::sync::Semaphore,
+    /// Program and policy hashes known to be stored (written on the writer thread, cleared
+    /// when a commit fails).
+    known: Known,
+    writer: Writer,
 }
 
 /// One run, as `trace list` shows it.
@@ -169,6 +182,17 @@ pub enum Erasure {
     AlreadyErased,
 }
 
+/// Content hashes known to be in the database.
+type Known = Arc<Mutex<std::collections::HashSet<String>>>;
+
+/// After a failed commit, nothing is known for sure.
+fn forget_known(known: &Known) {
+    match known.lock() {
+        Ok(mut g) => g.clear(),
+        Err(p) => p.into_inner().clear(),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -196,9 +220,11 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 owner: uuid::Uuid::new_v4().simple().to_string(),
+                reading: tokio::sync::Semaphore::new(opts.readers.max(1)),
+                known: Known::default(),
                 opts,
-                writer,
                 readers: Mutex::new(Vec::new()),
+                writer,
             }),
         })
     }
@@ -211,8 +237,13 @@ impl Store {
         &self.inner.opts
     }
 
-    /// Finish the queued writes and stop the writer (later writes fail with `Closed`).
+    /// Finish the queued writes and stop the writer (later writes fail with `Closed`); the
+    /// read connections are closed first, so the writer's close checkpoints the WAL.
     pub fn close(&self) {
+        match self.inner.readers.lock() {
+            Ok(mut g) => g.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
         self.inner.writer.close();
     }
 
@@ -222,6 +253,7 @@ impl Store {
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let known = self.inner.known.clone();
         let job: Job = Box::new(move |conn| {
             let res = match conn {
                 Ok(c) => atomically(c, f),
@@ -230,7 +262,10 @@ impl Store {
             Box::new(move |commit| {
                 let out = match (res, commit) {
                     (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(e.clone()),
+                    (Ok(_), Err(e)) => {
+                        forget_known(&known);
+                        Err(e.clone())
+                    }
                     (Err(e), _) => Err(e),
                 };
                 let _ = tx.send(out);
@@ -238,16 +273,18 @@ impl Store {
         });
         self.inner
             .writer
-            .send(job)
+            .send(job, true)
             .map_err(|_| StoreError::Closed)?;
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// Queue writes without waiting; a failure is put in `slot` (the first one stays).
+    /// `single`: the job is one statement, atomic by itself (no savepoint needed).
     fn write_detached(
         &self,
         f: impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
         slot: Arc<Mutex<Option<StoreError>>>,
+        single: bool,
     ) {
         fn keep(slot: &Mutex<Option<StoreError>>, e: StoreError) {
             let mut g = match slot.lock() {
@@ -257,24 +294,29 @@ impl Store {
             g.get_or_insert(e);
         }
         let job_slot = slot.clone();
+        let known = self.inner.known.clone();
         let job: Job = Box::new(move |conn| {
             let res = match conn {
+                Ok(c) if single => f(c),
                 Ok(c) => atomically(c, f),
                 Err(e) => Err(e.clone()),
             };
             Box::new(move |commit| match (res, commit) {
                 (Ok(()), Ok(())) => {}
-                (Ok(()), Err(e)) => keep(&job_slot, e.clone()),
+                (Ok(()), Err(e)) => {
+                    forget_known(&known);
+                    keep(&job_slot, e.clone())
+                }
                 (Err(e), _) => keep(&job_slot, e),
             })
         });
-        if self.inner.writer.send(job).is_err() {
+        if self.inner.writer.send(job, false).is_err() {
             keep(&slot, StoreError::Closed);
         }
     }
 
     /// Run a read on a pooled connection, on the calling thread.
-    pub(crate) fn read_blocking<T>(
+    fn read_blocking<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -302,6 +344,12 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _permit = self
+            .inner
+            .reading
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read_blocking(f))
             .await
@@ -313,20 +361,13 @@ impl Store {
     /// known is given as a summary by [`Store::run_summary`]).
     pub async fn get_trace(&self, run_id: &str) -> Result<Option<Value>, StoreError> {
         let run_id = run_id.to_owned();
-        self.read(move |c| {
-            let text: Option<Option<String>> = c
-                .query_row("SELECT trace FROM runs WHERE run_id = ?1", [&run_id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let Some(Some(text)) = text else {
-                return Ok(None);
-            };
-            let mut trace: Value = serde_json::from_str(&text).map_err(corrupt)?;
-            project(c, &mut trace)?;
-            Ok(Some(trace))
-        })
-        .await
+        self.read(move |c| load_trace(c, &run_id)).await
+    }
+
+    /// [`Store::get_trace`] on the calling thread, for callers outside an async runtime (the
+    /// CLI): no hand-off to a blocking thread.
+    pub fn get_trace_blocking(&self, run_id: &str) -> Result<Option<Value>, StoreError> {
+        self.read_blocking(|c| load_trace(c, run_id))
     }
 
     /// One run's summary.
@@ -383,10 +424,7 @@ impl Store {
                 .query_row("SELECT value FROM vault WHERE id = ?1", [&id], |r| r.get(0))
                 .optional()?;
             match value {
-                None => Err(StoreError::Database(format!(
-                    "no secret `{}{id}` in the vault",
-                    TOKEN_PREFIX
-                ))),
+                None => Err(StoreError::NoSecret(secrets::token(&id))),
                 Some(None) => Ok(Erasure::AlreadyErased),
                 Some(Some(_)) => {
                     c.execute(
@@ -429,6 +467,11 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(opts.busy_timeout).map_err(open_err)?;
     if writer {
+        // Before anything is written to it.
+        schema::ensure_ours(&conn).map_err(|e| match e {
+            StoreError::NotNanovm(_) => StoreError::NotNanovm(path.display().to_string()),
+            other => other,
+        })?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(open_err)?;
@@ -444,10 +487,26 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
         };
         conn.pragma_update(None, "synchronous", sync)
             .map_err(open_err)?;
+        // 16 MiB of page cache (the default is 2 MiB): the indices' hot pages stay in memory.
+        conn.pragma_update(None, "cache_size", -16384)
+            .map_err(open_err)?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_err)?;
     Ok(conn)
+}
+
+fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError> {
+    let text: Option<Option<String>> = c
+        .prepare_cached("SELECT trace FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get(0))
+        .optional()?;
+    let Some(Some(text)) = text else {
+        return Ok(None);
+    };
+    let mut trace: Value = serde_json::from_str(&text).map_err(corrupt)?;
+    project(c, &mut trace)?;
+    Ok(Some(trace))
 }
 
 /// Show erased secrets' tokens as tombstones.
@@ -504,10 +563,13 @@ fn summaries(
 
 fn verify(c: &Connection, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreError> {
     let mut runs = c.prepare_cached(
-        "SELECT run_id, envelopes, head_hash FROM runs WHERE ?1 IS NULL OR run_id = ?1 ORDER BY run_id",
+        "SELECT run_id, envelopes, head_hash, status IN ('running', 'interrupted') FROM runs
+         WHERE ?1 IS NULL OR run_id = ?1 ORDER BY run_id",
     )?;
-    let heads: Vec<(String, i64, String)> = runs
-        .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let heads: Vec<(String, i64, String, bool)> = runs
+        .query_map([run_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<Result<_, _>>()?;
     if let Some(id) = run_id
         && heads.is_empty()
@@ -519,7 +581,7 @@ fn verify(c: &Connection, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreErr
          FROM envelopes WHERE run_id = ?1 ORDER BY idx",
     )?;
     let mut out = Vec::with_capacity(heads.len());
-    for (id, recorded, head) in heads {
+    for (id, recorded, head, running) in heads {
         let mut v = chain::Verifier::new(&id);
         let mut rows = envs.query([&id])?;
         while let Some(r) = rows.next()? {
@@ -541,7 +603,14 @@ fn verify(c: &Connection, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreErr
             v.push(&link, hash);
         }
         let recorded = u64::try_from(recorded).unwrap_or(u64::MAX);
-        let (envelopes, broken) = match v.finish(recorded, &head) {
+        // A run still going (or interrupted) records its head only when it ends: its chain
+        // is checked link by link, and must extend what was recorded when it last suspended.
+        let verdict = if running {
+            v.finish_open(recorded)
+        } else {
+            v.finish(recorded, &head)
+        };
+        let (envelopes, broken) = match verdict {
             Ok(n) => (n, None),
             Err(b) => (recorded, Some(b)),
         };

@@ -26,8 +26,8 @@ CREATE TABLE policies (
     created_at  TEXT NOT NULL
 ) STRICT;
 
--- One row per run. `envelopes` and `head_hash` follow the run's envelope chain, in the same
--- transaction as each envelope.
+-- One row per run. `envelopes` and `head_hash` record the envelope chain's length and last
+-- hash when the run ends or suspends.
 CREATE TABLE runs (
     run_id          TEXT PRIMARY KEY,
     program_hash    TEXT NOT NULL REFERENCES programs(hash),
@@ -102,6 +102,23 @@ CREATE TABLE vault (
 ) STRICT;
 "#];
 
+/// Refuse a database that has tables but no schema version: another application's.
+pub fn ensure_ours(conn: &Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found != 0 {
+        return Ok(());
+    }
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables > 0 {
+        return Err(StoreError::NotNanovm(String::new()));
+    }
+    Ok(())
+}
+
 /// Bring a database to [`VERSION`], or refuse it.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -111,6 +128,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: VERSION,
         });
     }
+    ensure_ours(conn)?;
     if found < 0 {
         return Err(StoreError::FutureSchema {
             found,
@@ -138,6 +156,17 @@ mod tests {
         let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         assert_eq!(v, VERSION);
         assert_eq!(MIGRATIONS.len() as i64, VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn another_applications_database_is_refused() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE x (a)")?;
+        assert_eq!(
+            migrate(&mut conn),
+            Err(StoreError::NotNanovm(String::new()))
+        );
         Ok(())
     }
 

@@ -80,7 +80,9 @@ impl Store {
         let (program_hash, program_text) = content_hash(&program);
         let (policy_hash, policy_text) = content_hash(&policy);
         let context_text = canon::to_string(&Value::Object(context.clone()));
-        let run_id = crate::exec::trace::new_trace_id();
+        // Time-ordered (UUID v7): new rows go at the end of every index keyed by run id,
+        // instead of at random pages of an ever larger B-tree.
+        let run_id = uuid::Uuid::now_v7().hyphenated().to_string();
         let begin = Arc::new(BeginRow {
             run_id: run_id.clone(),
             program_name: prog.name().to_owned(),
@@ -97,26 +99,45 @@ impl Store {
             owner: self.inner.owner.clone(),
             lease: self.inner.opts.lease,
         });
-        let mut wait = Duration::from_millis(5);
-        let took_over = loop {
-            let row = begin.clone();
-            match self.write(move |c| row.begin(c)).await? {
-                Begin::Started { took_over } => break took_over,
-                Begin::Done(id) => {
-                    let trace = self.stored_trace(&id).await?;
-                    return Ok(Persisted {
-                        run_id: id,
-                        trace,
-                        replayed: true,
-                        took_over: None,
-                    });
-                }
-                Begin::Busy => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(200));
+        let error = Arc::new(Mutex::new(None));
+        let mut took_over = None;
+        if begin.key.is_some() || !begin.secrets.is_empty() {
+            // The answer decides whether to run (idempotency) or fails it (a secret id in use).
+            let mut wait = Duration::from_millis(5);
+            loop {
+                let row = begin.clone();
+                let known = self.inner.known.clone();
+                match self.write(move |c| row.begin(c, &known)).await? {
+                    Begin::Started { took_over: t } => {
+                        took_over = t;
+                        break;
+                    }
+                    Begin::Done(id) => {
+                        let trace = self.stored_trace(&id).await?;
+                        return Ok(Persisted {
+                            run_id: id,
+                            trace,
+                            replayed: true,
+                            took_over: None,
+                        });
+                    }
+                    Begin::Busy => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_millis(200));
+                    }
                 }
             }
-        };
+        } else {
+            // Nothing to decide: the writes are queued ahead of the run's envelopes, and a
+            // failure surfaces when the run finishes.
+            let row = begin.clone();
+            let known = self.inner.known.clone();
+            self.write_detached(
+                move |c| row.begin(c, &known).map(drop),
+                error.clone(),
+                false,
+            );
+        }
         let values = found
             .into_iter()
             .map(|Secret { id, value }| (id, Some(value)))
@@ -125,11 +146,10 @@ impl Store {
             index: 0,
             prev: genesis(&run_id),
         };
-        let (rt, recorder) = self.recording(runtime, &run_id, &policy_hash, chain, values);
+        let (rt, recorder) = self.recording(runtime, &run_id, &policy_hash, chain, values, error);
         let run = rt.run_as(prog, context, run_id.clone());
         let outcome = self.with_lease(&run_id, run).await;
-        self.finish(&run_id, outcome, &recorder).await?;
-        let trace = self.stored_trace(&run_id).await?;
+        let trace = self.finish(&run_id, outcome, &recorder).await?;
         Ok(Persisted {
             run_id,
             trace,
@@ -190,7 +210,8 @@ impl Store {
             index: envelopes,
             prev: head,
         };
-        let (rt, recorder) = self.recording(runtime, run_id, &policy_hash, chain, values);
+        let error = Arc::new(Mutex::new(None));
+        let (rt, recorder) = self.recording(runtime, run_id, &policy_hash, chain, values, error);
         let outcome = {
             let run = rt.resume(prog, cursor, payload, source);
             self.with_lease(run_id, run).await
@@ -199,8 +220,7 @@ impl Store {
             Ok(o) => o,
             Err(e) => return restore(e.to_string()).await,
         };
-        self.finish(run_id, outcome, &recorder).await?;
-        let trace = self.stored_trace(run_id).await?;
+        let trace = self.finish(run_id, outcome, &recorder).await?;
         Ok(Persisted {
             run_id: run_id.to_owned(),
             trace,
@@ -217,13 +237,14 @@ impl Store {
         policy_hash: &str,
         chain: Chain,
         secrets: HashMap<String, Option<Value>>,
+        error: Arc<Mutex<Option<StoreError>>>,
     ) -> (Runtime, Arc<Recorder>) {
         let recorder = Arc::new(Recorder {
             store: self.clone(),
             run_id: run_id.into(),
             policy_hash: policy_hash.into(),
             chain: Mutex::new(chain),
-            error: Arc::new(Mutex::new(None)),
+            error,
             next: runtime.options().observer.clone(),
         });
         let mut rt = runtime.clone().with_options(RunOptions {
@@ -259,19 +280,21 @@ impl Store {
                             Ok(())
                         },
                         slot,
+                        true,
                     );
                 }
             }
         }
     }
 
-    /// Record how a run ended; fails when any of its envelopes could not be written.
+    /// Record how a run ended and give its trace back; fails when any of the run's writes
+    /// failed.
     async fn finish(
         &self,
         run_id: &str,
         outcome: Outcome,
         recorder: &Recorder,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Trace, StoreError> {
         let trace_text = serde_json::to_string(&outcome.trace)
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let cursor_text = match &outcome.cursor {
@@ -282,16 +305,28 @@ impl Store {
         };
         let status = outcome.trace.status.as_str();
         let id = run_id.to_owned();
+        let (envelopes, head) = {
+            let chain = match recorder.chain.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            (
+                i64::try_from(chain.index).unwrap_or(i64::MAX),
+                chain.prev.clone(),
+            )
+        };
         self.write(move |c| {
-            c.execute(
-                "UPDATE runs SET status = ?2, finished_at = ?3, trace = ?4, lease_until = 0 WHERE run_id = ?1",
-                params![id, status, now_text(), trace_text],
-            )?;
+            c.prepare_cached(
+                "UPDATE runs SET status = ?2, finished_at = ?3, trace = ?4, lease_until = 0,
+                                 envelopes = ?5, head_hash = ?6
+                 WHERE run_id = ?1",
+            )?
+            .execute(params![id, status, now_text(), trace_text, envelopes, head])?;
             if let Some(text) = cursor_text {
-                c.execute(
+                c.prepare_cached(
                     "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
-                    params![id, text, now_text()],
-                )?;
+                )?
+                .execute(params![id, text, now_text()])?;
             }
             Ok(())
         })
@@ -301,7 +336,7 @@ impl Store {
             Err(p) => p.into_inner().take(),
         };
         match failed {
-            None => Ok(()),
+            None => Ok(outcome.trace),
             Some(e) => Err(StoreError::Audit {
                 run_id: run_id.to_owned(),
                 message: e.to_string(),
@@ -365,7 +400,7 @@ struct BeginRow {
 }
 
 impl BeginRow {
-    fn begin(&self, c: &Connection) -> Result<Begin, StoreError> {
+    fn begin(&self, c: &Connection, known: &super::Known) -> Result<Begin, StoreError> {
         let mut took_over = None;
         if let Some(key) = &self.key {
             let held: Option<(String, String, String, i64)> = c
@@ -395,14 +430,25 @@ impl BeginRow {
             }
         }
         let now = now_text();
-        c.prepare_cached(
-            "INSERT OR IGNORE INTO programs (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![self.program_hash, self.program_name, self.program_text, now])?;
-        c.prepare_cached(
-            "INSERT OR IGNORE INTO policies (hash, policy, created_at) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![self.policy_hash, self.policy_text, now])?;
+        let mut known = match known.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !known.contains(&self.program_hash) {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO programs (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![self.program_hash, self.program_name, self.program_text, now])?;
+            known.insert(self.program_hash.clone());
+        }
+        if !known.contains(&self.policy_hash) {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO policies (hash, policy, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![self.policy_hash, self.policy_text, now])?;
+            known.insert(self.policy_hash.clone());
+        }
+        drop(known);
         for (id, value) in &self.secrets {
             let stored: Option<Option<String>> = c
                 .prepare_cached("SELECT value FROM vault WHERE id = ?1")?
@@ -561,7 +607,6 @@ impl Observer for Recorder {
         let run_id = self.run_id.clone();
         let policy_hash = self.policy_hash.clone();
         let step_id = record.step_id.clone();
-        let lease = self.store.inner.opts.lease;
         let idx = i64::try_from(index).unwrap_or(i64::MAX);
         self.store.write_detached(
             move |c| {
@@ -579,13 +624,10 @@ impl Observer for Recorder {
                     hash,
                     payload
                 ])?;
-                c.prepare_cached(
-                    "UPDATE runs SET envelopes = ?2, head_hash = ?3, lease_until = ?4 WHERE run_id = ?1",
-                )?
-                .execute(params![&*run_id, idx + 1, hash, lease_until(lease)])?;
                 Ok(())
             },
             self.error.clone(),
+            true,
         );
     }
 }

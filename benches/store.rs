@@ -1,0 +1,161 @@
+//! Store benchmarks: `run_refund` persisted (the runtime's `run_refund` scenario with every
+//! envelope, the run row and the trace written to a WAL file), one at a time and 64 in flight;
+//! `get_trace` (read and parse a stored trace, on a blocking thread from async code, and on the
+//! calling thread); `audit_verify` (envelopes checked per second).
+//! Compare with the reference's `mcp_run_program` and `store_get_trace`
+//! (`../shared/bench/bench_ref.py --only mcp_run_program,store_get_trace`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nanovm::check::{Options, check_source};
+use nanovm::exec::adapter::{BoxFuture, CallError, Llm, LlmReply, LlmRequest};
+use nanovm::exec::native::NativeTools;
+use nanovm::exec::{Runnable, Runtime, Status};
+use nanovm::store::{RunRequest, Store, StoreOptions};
+use serde_json::{Map, Value, json};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/scenarios");
+
+/// The k-th call answers `yes` when k is even.
+#[derive(Debug, Default)]
+struct YesNo(AtomicUsize);
+
+impl Llm for YesNo {
+    fn complete<'a>(&'a self, _: LlmRequest<'a>) -> BoxFuture<'a, Result<LlmReply, CallError>> {
+        let k = self.0.fetch_add(1, Ordering::Relaxed);
+        let text = if k.is_multiple_of(2) { "yes" } else { "no" };
+        Box::pin(std::future::ready(Ok(LlmReply {
+            text: text.to_owned(),
+            usage: None,
+        })))
+    }
+}
+
+fn load(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{SCENARIOS}/{name}")).unwrap()).unwrap()
+}
+
+fn refund_tools() -> NativeTools {
+    let s = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    NativeTools::new()
+        .register("validate_order", move |a| {
+            Ok(json!({"ok": true, "order_id": s(&a, "order_id"), "amount": s(&a, "amount")}))
+        })
+        .register("issue_refund", move |a| {
+            let id = a.get("order_id").and_then(Value::as_str).unwrap_or_default();
+            Ok(json!({"refund_id": format!("R-{id}"), "amount": s(&a, "amount"), "status": "processed"}))
+        })
+        .register("send_rejection", move |a| {
+            Ok(json!({"rejected": true, "order_id": s(&a, "order_id"), "reason": s(&a, "reason")}))
+        })
+}
+
+fn fresh_store(tag: &str) -> Store {
+    let dir = std::env::temp_dir().join(format!("nanovm-bench-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Store::open(dir.join("bench.db"), StoreOptions::default()).unwrap()
+}
+
+fn bench_store(c: &mut Criterion) {
+    let program = load("refund_pipeline.json");
+    let ctx: Map<String, Value> = load("refund_ctx.json").as_object().cloned().unwrap();
+    let report = check_source(&program.to_string(), &Options::default());
+    let refund = Runnable::new(report.checked.expect("the scenario program checks"));
+    let rt = Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools()));
+    let req = RunRequest {
+        program: program.clone(),
+        context: ctx.clone(),
+        policy: json!({"tools": {}}),
+        idempotency_key: None,
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Elements(1));
+    let store = fresh_store("run");
+    let p = tokio
+        .block_on(store.run(&rt, &refund, req.clone()))
+        .unwrap();
+    assert_eq!(p.trace.status, Status::Success);
+    assert_eq!(p.trace.steps.len(), 4);
+    g.bench_function("run_refund_persisted", |b| {
+        b.iter(|| {
+            black_box(
+                tokio
+                    .block_on(store.run(&rt, &refund, req.clone()))
+                    .unwrap(),
+            )
+        })
+    });
+
+    const WIDTH: u64 = 64;
+    g.throughput(Throughput::Elements(WIDTH));
+    let batch =
+        || futures_util::future::join_all((0..WIDTH).map(|_| store.run(&rt, &refund, req.clone())));
+    g.bench_function("run_refund_persisted_64_in_flight", |b| {
+        b.iter(|| {
+            for r in tokio.block_on(batch()) {
+                black_box(r.unwrap());
+            }
+        })
+    });
+
+    g.throughput(Throughput::Elements(1));
+    let ids: Vec<String> = (0..100)
+        .map(|_| {
+            tokio
+                .block_on(store.run(&rt, &refund, req.clone()))
+                .unwrap()
+                .run_id
+        })
+        .collect();
+    let mut i = 0;
+    g.bench_function("get_trace", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            black_box(tokio.block_on(store.get_trace(&ids[i])).unwrap().unwrap())
+        })
+    });
+    g.bench_function("get_trace_blocking", |b| {
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            black_box(store.get_trace_blocking(&ids[i]).unwrap().unwrap())
+        })
+    });
+
+    // audit verify over a file of 20,000 envelopes (5,000 runs of 4 steps).
+    let audit = fresh_store("audit");
+    tokio.block_on(async {
+        for _ in 0..50 {
+            let runs = (0..100).map(|_| audit.run(&rt, &refund, req.clone()));
+            for r in futures_util::future::join_all(runs).await {
+                r.unwrap();
+            }
+        }
+    });
+    let verdicts = tokio.block_on(audit.verify(None)).unwrap();
+    let envelopes: u64 = verdicts.iter().map(|v| v.envelopes).sum();
+    assert_eq!(envelopes, 20_000);
+    assert!(verdicts.iter().all(|v| v.broken.is_none()));
+    g.throughput(Throughput::Elements(envelopes));
+    g.sample_size(10);
+    g.bench_function("audit_verify_20k_envelopes", |b| {
+        b.iter(|| black_box(tokio.block_on(audit.verify(None)).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_store);
+criterion_main!(benches);
