@@ -850,3 +850,67 @@ fn another_applications_database_is_refused_and_left_alone() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert!(!dir.join("other.db-wal").exists());
 }
+
+#[test]
+fn a_resume_whose_process_died_can_be_resumed_again() {
+    let dir = tempdir("resume-interrupted");
+    let opts = StoreOptions {
+        lease: Duration::from_millis(100),
+        ..StoreOptions::default()
+    };
+    let program = json!({"name": "approve", "steps": [
+        {"id": "ask", "type": "tool", "tool": "approval"},
+        {"id": "note", "type": "tool", "tool": "notify"},
+        {"id": "think", "type": "llm", "prompt": "done?"}
+    ]});
+    let slow = json!({"tools": {"approval": "PENDING", "notify": {"sent": true}},
+                      "llm": {"*": {"reply": "yes", "delay_s": 5}}});
+    let (prog, _m, rt) = mocked(&program, slow);
+    let store = Store::open(dir.join("nanovm.db"), opts.clone()).unwrap();
+    let p = block(store.run(&rt, &prog, request(&program, json!({}), None))).unwrap();
+    assert_eq!(p.trace.status, Status::Suspended);
+    // The resume runs `note`, then dies in the slow llm step.
+    block(async {
+        let r = store.resume(&rt, &prog, &p.run_id, json!(1), Source::Webhook);
+        let _ = tokio::time::timeout(Duration::from_millis(100), r).await;
+    });
+    drop(store);
+    let c = raw(&dir);
+    assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 2);
+    std::thread::sleep(Duration::from_millis(150));
+    let (prog, mocks, rt) = mocked(
+        &program,
+        json!({"tools": {"approval": "PENDING", "notify": {"sent": true}}, "llm": {"*": "yes"}}),
+    );
+    let store = Store::open(dir.join("nanovm.db"), opts).unwrap();
+    let err = block(store.resume(&rt, &prog, "nope", json!(2), Source::Webhook)).unwrap_err();
+    assert_eq!(err, StoreError::NoRun("nope".into()));
+    let r = block(store.resume(&rt, &prog, &p.run_id, json!(2), Source::Webhook)).unwrap();
+    assert_eq!(r.trace.status, Status::Success);
+    assert_eq!(mocks.log.take().len(), 2, "note and think ran again");
+    // The chain holds the interrupted attempt's envelope too, and verifies.
+    assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 4);
+    assert_eq!(verify_one(&store, &p.run_id), None);
+    assert_eq!(count(&c, "SELECT count(*) FROM cursors"), 0);
+}
+
+#[test]
+fn stores_opened_at_once_on_a_new_file_all_succeed() {
+    for round in 0..5 {
+        let dir = tempdir(&format!("open-race-{round}"));
+        let path = dir.join("nanovm.db");
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(path, StoreOptions::default()).map(drop))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), Ok(()));
+        }
+        let v: i64 = raw(&dir)
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+}

@@ -182,6 +182,22 @@ pub enum Erasure {
     AlreadyErased,
 }
 
+/// Wait for the writer's answer: poll (yielding to other tasks) for up to
+/// [`writer::SPIN`] before sleeping, since a commit usually takes less than waking up does.
+async fn wait<T>(
+    mut rx: tokio::sync::oneshot::Receiver<T>,
+) -> Result<T, tokio::sync::oneshot::error::RecvError> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < writer::SPIN {
+        match rx.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => tokio::task::yield_now().await,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => break,
+        }
+    }
+    rx.await
+}
+
 /// Content hashes known to be in the database.
 type Known = Arc<Mutex<std::collections::HashSet<String>>>;
 
@@ -275,7 +291,7 @@ impl Store {
             .writer
             .send(job, true)
             .map_err(|_| StoreError::Closed)?;
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        wait(rx).await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// Queue writes without waiting; a failure is put in `slot` (the first one stays).
@@ -351,8 +367,13 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read_blocking(f))
-            .await
+        let task = tokio::task::spawn_blocking(move || store.read_blocking(f));
+        // As for writes: a short read is usually done before a sleeping thread would wake.
+        let start = std::time::Instant::now();
+        while !task.is_finished() && start.elapsed() < writer::SPIN {
+            tokio::task::yield_now().await;
+        }
+        task.await
             .map_err(|e| StoreError::Database(format!("a read task failed: {e}")))?
     }
 
@@ -472,9 +493,21 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
             StoreError::NotNanovm(_) => StoreError::NotNanovm(path.display().to_string()),
             other => other,
         })?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite does not always wait
+        // for it (another process may be opening the same new file): retry within the timeout.
+        let start = std::time::Instant::now();
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Ok(m) => break m,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && start.elapsed() < opts.busy_timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Open {
                 path: path.display().to_string(),

@@ -3,7 +3,7 @@
 //! version than [`VERSION`]) is refused rather than guessed at.
 
 use super::StoreError;
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this nanovm writes.
 pub const VERSION: i64 = 1;
@@ -104,44 +104,40 @@ CREATE TABLE vault (
 
 /// Refuse a database that has tables but no schema version: another application's.
 pub fn ensure_ours(conn: &Connection) -> Result<(), StoreError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found != 0 {
-        return Ok(());
-    }
-    let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+    // One statement, one snapshot: another process may be creating the schema right now.
+    let (version, tables): (i64, i64) = conn.query_row(
+        "SELECT (SELECT user_version FROM pragma_user_version),
+                (SELECT count(*) FROM sqlite_master WHERE type = 'table')",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if tables > 0 {
+    if version == 0 && tables > 0 {
         return Err(StoreError::NotNanovm(String::new()));
     }
     Ok(())
 }
 
-/// Bring a database to [`VERSION`], or refuse it.
+/// Bring a database to [`VERSION`], or refuse it. Each step runs in an immediate (write-
+/// locked) transaction that reads the version itself, so processes opening a new file at the
+/// same time do not both create the tables.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found > VERSION {
-        return Err(StoreError::FutureSchema {
-            found,
-            supported: VERSION,
-        });
-    }
-    ensure_ours(conn)?;
-    if found < 0 {
-        return Err(StoreError::FutureSchema {
-            found,
-            supported: VERSION,
-        });
-    }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if !(0..=VERSION).contains(&found) {
+            return Err(StoreError::FutureSchema {
+                found,
+                supported: VERSION,
+            });
+        }
+        ensure_ours(&tx)?;
+        let Some(sql) = usize::try_from(found).ok().and_then(|n| MIGRATIONS.get(n)) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (n + 1) as i64)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 #[cfg(test)]

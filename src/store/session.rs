@@ -180,13 +180,8 @@ impl Store {
         } = claimed;
         let restore = |message: String| {
             let id = run_id.to_owned();
-            let text = cursor_text.clone();
             async move {
                 self.write(move |c| {
-                    c.execute(
-                        "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
-                        params![id, text, now_text()],
-                    )?;
                     c.execute(
                         "UPDATE runs SET status = 'suspended', lease_until = 0 WHERE run_id = ?1",
                         [&id],
@@ -322,6 +317,9 @@ impl Store {
                  WHERE run_id = ?1",
             )?
             .execute(params![id, status, now_text(), trace_text, envelopes, head])?;
+            // A resumed run's old cursor goes; a run that suspends (again) gets its new one.
+            c.prepare_cached("DELETE FROM cursors WHERE run_id = ?1")?
+                .execute([&id])?;
             if let Some(text) = cursor_text {
                 c.prepare_cached(
                     "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
@@ -501,38 +499,55 @@ struct Claimed {
     head: String,
 }
 
-/// Take a suspended run: its cursor is removed and it is `running` again (one resumer wins).
+/// Take a suspended run (or one whose resume was interrupted): it is `running` again, so one
+/// resumer wins; its cursor stays until the resumed run ends.
 fn claim(
     c: &Connection,
     run_id: &str,
     owner: &str,
     lease: Duration,
 ) -> Result<Claimed, StoreError> {
-    let row: Option<(String, String, i64, String)> = c
+    let row: Option<(String, String, i64)> = c
         .query_row(
-            "SELECT status, policy_hash, envelopes, head_hash FROM runs WHERE run_id = ?1",
+            "SELECT status, policy_hash, lease_until FROM runs WHERE run_id = ?1",
             [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let Some((status, policy_hash, envelopes, head)) = row else {
+    let Some((status, policy_hash, lease_end)) = row else {
         return Err(StoreError::NoRun(run_id.to_owned()));
     };
-    if status != "suspended" {
-        return Err(StoreError::NotSuspended {
-            run_id: run_id.to_owned(),
-            status,
-        });
-    }
-    let cursor: String = c
+    let cursor: Option<String> = c
         .query_row(
             "SELECT cursor FROM cursors WHERE run_id = ?1",
             [run_id],
             |r| r.get(0),
         )
-        .optional()?
-        .ok_or_else(|| corrupt(format!("suspended run `{run_id}` has no cursor")))?;
-    c.execute("DELETE FROM cursors WHERE run_id = ?1", [run_id])?;
+        .optional()?;
+    // A resume whose process died leaves the run `running` with a lapsed lease and the cursor
+    // in place: it can be resumed again.
+    let resumable = status == "suspended" || (status == "running" && lease_end < now_ms());
+    let (true, Some(cursor)) = (resumable, cursor) else {
+        if status == "suspended" {
+            return Err(corrupt(format!("suspended run `{run_id}` has no cursor")));
+        }
+        return Err(StoreError::NotSuspended {
+            run_id: run_id.to_owned(),
+            status,
+        });
+    };
+    // The chain goes on from its last envelope (an interrupted resume may have added some).
+    let last: Option<(i64, String)> = c
+        .query_row(
+            "SELECT idx, hash FROM envelopes WHERE run_id = ?1 ORDER BY idx DESC LIMIT 1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (envelopes, head) = match last {
+        Some((idx, hash)) => (u64::try_from(idx).unwrap_or(0).saturating_add(1), hash),
+        None => (0, genesis(run_id)),
+    };
     c.execute(
         "UPDATE runs SET status = 'running', finished_at = NULL, owner = ?2, lease_until = ?3 WHERE run_id = ?1",
         params![run_id, owner, lease_until(lease)],
@@ -540,7 +555,7 @@ fn claim(
     Ok(Claimed {
         cursor,
         policy_hash,
-        envelopes: u64::try_from(envelopes).unwrap_or(0),
+        envelopes,
         head,
     })
 }
