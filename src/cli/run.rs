@@ -295,7 +295,7 @@ pub fn run(args: &RunArgs) -> u8 {
                 store.path().display()
             );
         }
-        Ok(print_trace(&trace, args.format, false))
+        Ok(print_trace(&trace, args.format))
     })();
     out.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -350,7 +350,7 @@ pub(super) fn runtime_for(
 }
 
 /// Print a trace; the exit code follows its status.
-pub(super) fn print_trace(trace: &Trace, format: Format, _replayed: bool) -> u8 {
+pub(super) fn print_trace(trace: &Trace, format: Format) -> u8 {
     match format {
         Format::Json => match serde_json::to_string_pretty(trace) {
             Ok(s) => println!("{s}"),

@@ -140,7 +140,7 @@ pub fn trace(cmd: &TraceCommand) -> u8 {
                 };
                 let trace: crate::exec::Trace = serde_json::from_value(trace)
                     .map_err(|e| format!("the stored trace is unreadable: {e}"))?;
-                Ok(print_trace(&trace, *format, false))
+                Ok(print_trace(&trace, *format))
             })();
             out.unwrap_or_else(|e| {
                 eprintln!("error: {e}");
@@ -356,7 +356,7 @@ pub fn resume(args: &ResumeArgs) -> u8 {
             return Ok(130);
         };
         let persisted = done.map_err(|e| e.to_string())?;
-        Ok(print_trace(&persisted.trace, args.format, false))
+        Ok(print_trace(&persisted.trace, args.format))
     })();
     out.unwrap_or_else(|e| {
         eprintln!("error: {e}");

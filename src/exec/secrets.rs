@@ -140,22 +140,25 @@ fn walk(v: &mut Value, pointer: &mut String, found: &mut Vec<Secret>) -> Result<
 /// The ids of the secret tokens in a value (each once, in order of appearance).
 pub fn tokens_in(v: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    visit_strings(v, &mut |s| {
-        let mut rest = s;
-        while let Some(at) = rest.find(TOKEN_PREFIX) {
-            let after = rest.get(at + TOKEN_PREFIX.len()..).unwrap_or_default();
-            let end = after
-                .bytes()
-                .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
-                .unwrap_or(after.len());
-            let id = after.get(..end).unwrap_or_default();
-            if !id.is_empty() && !out.iter().any(|o| o == id) {
-                out.push(id.to_owned());
-            }
-            rest = after.get(end..).unwrap_or_default();
-        }
-    });
+    visit_strings(v, &mut |s| ids_in_text(s, &mut out));
     out
+}
+
+/// Add the ids of the tokens in a text to `out` (each once).
+fn ids_in_text(text: &str, out: &mut Vec<String>) {
+    let mut rest = text;
+    while let Some(at) = rest.find(TOKEN_PREFIX) {
+        let after = rest.get(at + TOKEN_PREFIX.len()..).unwrap_or_default();
+        let end = after
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+            .unwrap_or(after.len());
+        let id = after.get(..end).unwrap_or_default();
+        if !id.is_empty() && !out.iter().any(|o| o == id) {
+            out.push(id.to_owned());
+        }
+        rest = after.get(end..).unwrap_or_default();
+    }
 }
 
 fn visit_strings(v: &Value, f: &mut impl FnMut(&str)) {
@@ -230,7 +233,9 @@ impl SecretTools {
             if !text.contains(TOKEN_PREFIX) {
                 return;
             }
-            for id in tokens_in(&Value::String(text.clone())) {
+            let mut ids = Vec::new();
+            ids_in_text(text, &mut ids);
+            for id in ids {
                 let t = token(&id);
                 let value = match self.secrets.get(&id) {
                     Some(Some(v)) => v,

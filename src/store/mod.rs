@@ -61,6 +61,8 @@ pub enum StoreError {
     SecretConflict(String),
     #[error("{0}")]
     Secret(#[from] secrets::SecretError),
+    #[error("an idempotency key is 1 to {max} bytes, not {0}", max = session::MAX_KEY_LEN)]
+    BadKey(usize),
     #[error("no secret `{0}` in the vault")]
     NoSecret(String),
     #[error(

@@ -71,15 +71,15 @@ impl Store {
         if let Some(k) = &idempotency_key
             && (k.is_empty() || k.len() > MAX_KEY_LEN)
         {
-            return Err(StoreError::Database(format!(
-                "an idempotency key is 1 to {MAX_KEY_LEN} bytes, not {}",
-                k.len()
-            )));
+            return Err(StoreError::BadKey(k.len()));
         }
         let found = secrets::extract(&mut context)?;
         let (program_hash, program_text) = content_hash(&program);
         let (policy_hash, policy_text) = content_hash(&policy);
-        let context_text = canon::to_string(&Value::Object(context.clone()));
+        let mut context_text = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = canon::write_object(&context, &mut context_text);
+        let context_text = String::from_utf8_lossy(&context_text).into_owned();
         // Time-ordered (UUID v7): new rows go at the end of every index keyed by run id,
         // instead of at random pages of an ever larger B-tree.
         let run_id = uuid::Uuid::now_v7().hyphenated().to_string();
@@ -148,7 +148,7 @@ impl Store {
         };
         let (rt, recorder) = self.recording(runtime, &run_id, &policy_hash, chain, values, error);
         let run = rt.run_as(prog, context, run_id.clone());
-        let outcome = self.with_lease(&run_id, run).await;
+        let outcome = self.with_lease(&run_id, &recorder.error, run).await;
         let trace = self.finish(&run_id, outcome, &recorder).await?;
         Ok(Persisted {
             run_id,
@@ -209,7 +209,7 @@ impl Store {
         let (rt, recorder) = self.recording(runtime, run_id, &policy_hash, chain, values, error);
         let outcome = {
             let run = rt.resume(prog, cursor, payload, source);
-            self.with_lease(run_id, run).await
+            self.with_lease(run_id, &recorder.error, run).await
         };
         let outcome = match outcome {
             Ok(o) => o,
@@ -253,8 +253,14 @@ impl Store {
         (rt, recorder)
     }
 
-    /// Drive a run, renewing its lease every third of the lease.
-    async fn with_lease<T>(&self, run_id: &str, run: impl Future<Output = T>) -> T {
+    /// Drive a run, renewing its lease every third of the lease; a renewal that fails is
+    /// reported in `slot` (the run's error, given when it ends).
+    async fn with_lease<T>(
+        &self,
+        run_id: &str,
+        slot: &Arc<Mutex<Option<StoreError>>>,
+        run: impl Future<Output = T>,
+    ) -> T {
         let period = (self.inner.opts.lease / 3).max(Duration::from_millis(10));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -265,7 +271,7 @@ impl Store {
                 _ = tick.tick() => {
                     let id = run_id.to_owned();
                     let lease = self.inner.opts.lease;
-                    let slot = Arc::new(Mutex::new(None));
+                    let slot = slot.clone();
                     self.write_detached(
                         move |c| {
                             c.execute(
