@@ -386,8 +386,7 @@ fn lease_until(lease: Duration) -> i64 {
     now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Everything `begin` writes.
-#[derive(Debug)]
+/// Everything `begin` writes (no `Debug`: it holds secret values).
 struct BeginRow {
     run_id: String,
     program_name: String,
