@@ -255,7 +255,9 @@ fn to_type(t: &Ty) -> Type {
         Ty::Int => Type::Int,
         Ty::Float => Type::Float,
         Ty::Str => Type::Str,
-        Ty::YesNo => Type::Enum(["yes".to_owned(), "no".to_owned()].into_iter().collect()),
+        Ty::YesNo => Type::Enum(std::sync::Arc::new(
+            ["yes".to_owned(), "no".to_owned()].into_iter().collect(),
+        )),
         Ty::ListInt => Type::List(Box::new(Type::Int)),
         Ty::ListStr => Type::List(Box::new(Type::Str)),
         Ty::Rec => Type::Record(

@@ -79,7 +79,7 @@ fn typed_env(closed: bool) -> TypeEnv {
     let mut env = TypeEnv::new();
     env.bind(
         "classify",
-        step(Type::Enum(strings(&["yes", "no"])), Ran::Always),
+        step(Type::Enum(strings(&["yes", "no"]).into()), Ran::Always),
     )
     .bind(
         "lookup",

@@ -104,11 +104,11 @@ fn example_config_catalog() {
     );
     assert_eq!(
         cat.get("poll").unwrap().output,
-        Type::Enum(
+        Type::Enum(std::sync::Arc::new(
             ["DONE".to_owned(), "PENDING".to_owned()]
                 .into_iter()
                 .collect()
-        )
+        ))
     );
     let broken = cat.get("broken").unwrap().allowed.clone().unwrap_err();
     assert!(broken.contains("`[policy] allow`"), "{broken}");

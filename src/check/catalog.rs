@@ -76,12 +76,14 @@ fn type_at(schema: &serde_json::Value, depth: usize) -> Type {
     }
     match s.get("type").and_then(Value::as_str) {
         Some("string") => match s.get("enum").and_then(Value::as_array) {
-            Some(vs) if !vs.is_empty() && vs.iter().all(Value::is_string) => Type::Enum(
-                vs.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect(),
-            ),
+            Some(vs) if !vs.is_empty() && vs.iter().all(Value::is_string) => {
+                Type::Enum(std::sync::Arc::new(
+                    vs.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                ))
+            }
             _ => Type::Str,
         },
         Some("integer") => Type::Int,

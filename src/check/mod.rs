@@ -756,6 +756,37 @@ mod tests {
         assert!(c.text("/steps/2/args/nested/0").unwrap().single().is_none());
     }
 
+    /// 20,000 allowed outputs read by 4,000 references: each reference binds the step's
+    /// output type, which is shared, not copied (copies made this take over a minute).
+    #[test]
+    fn a_large_output_enum_is_shared_by_every_reference() {
+        let outs: Vec<String> = (0..20_000).map(|i| format!("\"v{i}\"")).collect();
+        let cond = vec!["$a == 'v1'"; 20].join(" or ");
+        let mut steps = vec![format!(
+            r#"{{"id": "a", "type": "llm", "prompt": "x", "allowed_outputs": [{}]}}"#,
+            outs.join(",")
+        )];
+        for i in 0..200 {
+            let next = if i < 199 {
+                format!("c{}", i + 1)
+            } else {
+                "end".to_owned()
+            };
+            steps.push(format!(
+                r#"{{"id": "c{i}", "type": "condition", "condition": "{cond}", "then": "{next}", "otherwise": "end"}}"#
+            ));
+        }
+        steps.push(format!(
+            r#"{{"id": "end", "type": "llm", "prompt": "{}"}}"#,
+            vec!["$a"; 2_000].join(" ")
+        ));
+        let text = format!(r#"{{"name": "wide", "steps": [{}]}}"#, steps.join(","));
+        let r = check_source(&text, &Options::default());
+        let errors: Vec<_> = r.diagnostics.iter().filter(|d| d.is_error()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(r.checked.as_ref().and_then(|c| c.condition(1)).is_some());
+    }
+
     #[test]
     fn invalid_programs_have_no_checked_program() {
         let bad = PROGRAM.replace("\"then\": \"act\"", "\"then\": \"acts\"");

@@ -80,7 +80,7 @@ fn output_type(s: &Step, parent: Option<&Step>, catalog: Option<&Catalog>) -> Ty
     }
     match s.step_type() {
         Some(StepType::Llm) => match &s.allowed_outputs {
-            Some(a) => Type::Enum(a.value.iter().map(|v| v.value.clone()).collect()),
+            Some(a) => Type::Enum(Arc::new(a.value.iter().map(|v| v.value.clone()).collect())),
             None => Type::Str,
         },
         Some(StepType::Condition) => Type::Str,

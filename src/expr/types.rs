@@ -9,6 +9,7 @@ use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 use crate::source::Span;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 /// A static type (DESIGN §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +21,9 @@ pub enum Type {
     Int,
     Float,
     Str,
-    /// One of a fixed set of strings (from `allowed_outputs`).
-    Enum(BTreeSet<String>),
+    /// One of a fixed set of strings (from `allowed_outputs`). Shared: every reference to a
+    /// step binds its output type, and a program can list many thousands of outputs.
+    Enum(Arc<BTreeSet<String>>),
     List(Box<Type>),
     /// An object with exactly these fields.
     Record(BTreeMap<String, Type>),
@@ -114,7 +116,7 @@ pub struct TypeEnv {
     pub closed: bool,
     /// Names offered as "did you mean" suggestions, when wider than the bound names (the
     /// program checker binds only the names a condition uses).
-    candidates: Option<std::sync::Arc<Suggestions>>,
+    candidates: Option<Arc<Suggestions>>,
 }
 
 /// A shared, memoised "did you mean" over a fixed set of names: each unknown name is looked up
@@ -174,7 +176,7 @@ impl TypeEnv {
     }
 
     /// Offer these names as suggestions instead of the bound ones.
-    pub fn with_candidates(&mut self, names: std::sync::Arc<Suggestions>) -> &mut Self {
+    pub fn with_candidates(&mut self, names: Arc<Suggestions>) -> &mut Self {
         self.candidates = Some(names);
         self
     }
@@ -593,7 +595,7 @@ mod tests {
             "classify",
             Binding {
                 kind: NameKind::Step,
-                ty: Type::Enum(yes_no),
+                ty: Type::Enum(Arc::new(yes_no)),
                 ran: Ran::Always,
             },
         )
@@ -688,7 +690,11 @@ mod tests {
     #[test]
     fn type_display() {
         let t = Type::List(Box::new(Type::Record(
-            [("a".to_owned(), Type::Enum(["x".to_owned()].into()))].into(),
+            [(
+                "a".to_owned(),
+                Type::Enum(Arc::new(["x".to_owned()].into())),
+            )]
+            .into(),
         )));
         assert_eq!(t.to_string(), "list<{a: \"x\"}>");
     }
