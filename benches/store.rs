@@ -11,52 +11,16 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::{YesNo, load, refund_tools};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nanovm::check::{Options, check_source};
-use nanovm::exec::adapter::{BoxFuture, CallError, Llm, LlmReply, LlmRequest};
-use nanovm::exec::native::NativeTools;
 use nanovm::exec::{Runnable, Runtime, Status};
 use nanovm::store::{RunRequest, Store, StoreOptions};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/scenarios");
-
-/// The k-th call answers `yes` when k is even.
-#[derive(Debug, Default)]
-struct YesNo(AtomicUsize);
-
-impl Llm for YesNo {
-    fn complete<'a>(&'a self, _: LlmRequest<'a>) -> BoxFuture<'a, Result<LlmReply, CallError>> {
-        let k = self.0.fetch_add(1, Ordering::Relaxed);
-        let text = if k.is_multiple_of(2) { "yes" } else { "no" };
-        Box::pin(std::future::ready(Ok(LlmReply {
-            text: text.to_owned(),
-            usage: None,
-        })))
-    }
-}
-
-fn load(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{SCENARIOS}/{name}")).unwrap()).unwrap()
-}
-
-fn refund_tools() -> NativeTools {
-    let s = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    NativeTools::new()
-        .register("validate_order", move |a| {
-            Ok(json!({"ok": true, "order_id": s(&a, "order_id"), "amount": s(&a, "amount")}))
-        })
-        .register("issue_refund", move |a| {
-            let id = a.get("order_id").and_then(Value::as_str).unwrap_or_default();
-            Ok(json!({"refund_id": format!("R-{id}"), "amount": s(&a, "amount"), "status": "processed"}))
-        })
-        .register("send_rejection", move |a| {
-            Ok(json!({"rejected": true, "order_id": s(&a, "order_id"), "reason": s(&a, "reason")}))
-        })
-}
 
 fn fresh_store(tag: &str) -> Store {
     let dir = std::env::temp_dir().join(format!("nanovm-bench-{}-{tag}", std::process::id()));
