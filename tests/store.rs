@@ -161,6 +161,14 @@ fn a_persisted_run_writes_one_envelope_per_step_and_its_chain_verifies() {
     assert_eq!(runs[0].status, "success");
     assert_eq!(runs[0].envelopes, n as u64);
     assert_eq!(runs[0].program_name, "refund_triage");
+    let head: String = c
+        .query_row(
+            "SELECT hash FROM envelopes ORDER BY idx DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(runs[0].head_hash, head);
     assert_eq!(block(store.integrity_check()).unwrap(), "ok");
     // The program is stored once, content-addressed.
     run_refund(&store);

@@ -155,6 +155,9 @@ pub struct RunSummary {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub envelopes: u64,
+    /// The hash of the last envelope, recorded when the run ends or suspends: keep a copy
+    /// elsewhere to detect a chain rewritten as a whole.
+    pub head_hash: String,
     pub idempotency_key: Option<String>,
 }
 
@@ -570,7 +573,7 @@ fn summaries(
     let now = now_ms();
     let mut st = c.prepare_cached(
         "SELECT run_id, program_name, program_hash, status, started_at, finished_at, envelopes,
-                idempotency_key, lease_until
+                idempotency_key, lease_until, head_hash
          FROM runs WHERE ?1 IS NULL OR run_id = ?1
          ORDER BY started_at DESC, run_id LIMIT ?2",
     )?;
@@ -590,6 +593,7 @@ fn summaries(
             started_at: r.get(4)?,
             finished_at: r.get(5)?,
             envelopes: r.get::<_, i64>(6)?.max(0) as u64,
+            head_hash: r.get(9)?,
             idempotency_key: r.get(7)?,
         })
     })?;
