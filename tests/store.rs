@@ -922,3 +922,41 @@ fn stores_opened_at_once_on_a_new_file_all_succeed() {
         assert_eq!(v, SCHEMA_VERSION);
     }
 }
+
+#[test]
+fn a_resumed_run_hands_its_secrets_to_tools_again() {
+    let dir = tempdir("resume-secret");
+    let store = open(&dir);
+    let program = json!({"name": "pay", "steps": [
+        {"id": "ask", "type": "tool", "tool": "approval"},
+        {"id": "charge", "type": "tool", "tool": "charge", "args": {"card": "$card"}}
+    ]});
+    let asked = Arc::new(AtomicUsize::new(0));
+    let asked2 = asked.clone();
+    let tools = nanovm::exec::native::NativeTools::new()
+        .register("approval", move |_| {
+            Ok(match asked2.fetch_add(1, Ordering::SeqCst) {
+                0 => json!("PENDING"),
+                _ => json!("ok"),
+            })
+        })
+        .register("charge", |args| {
+            Ok(json!({"real": args["card"] == json!("4242424242424242")}))
+        });
+    let prog = prepare(&program, ["approval", "charge"]);
+    let mocks = Mocks::from_value(json!({})).unwrap();
+    let rt = Runtime::new(mocks.llm.clone(), Arc::new(tools));
+    let context = json!({"card": {"$secret": "4242424242424242", "id": "c"}});
+    let p = block(store.run(&rt, &prog, request(&program, context, None))).unwrap();
+    assert_eq!(p.trace.status, Status::Suspended);
+    let r = block(store.resume(&rt, &prog, &p.run_id, Value::Null, Source::Webhook)).unwrap();
+    assert_eq!(r.trace.status, Status::Success);
+    let charge = r
+        .trace
+        .steps
+        .iter()
+        .find(|s| s.step_id == "charge")
+        .unwrap();
+    assert_eq!(charge.output, json!({"real": true}));
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+}

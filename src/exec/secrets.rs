@@ -63,7 +63,7 @@ pub enum SecretError {
 }
 
 /// Whether a secret id is well-formed.
-pub fn valid_id(id: &str) -> bool {
+fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id

@@ -199,7 +199,20 @@ impl Store {
             Ok(c) => c,
             Err(e) => return restore(format!("its cursor is unreadable: {e}")).await,
         };
-        let ids = secrets::tokens_in(&Value::Object(cursor.state.data.clone()));
+        // The run's secrets: every token its state holds (in data and in step outputs).
+        let mut ids: Vec<String> = Vec::new();
+        for v in cursor
+            .state
+            .data
+            .values()
+            .chain(cursor.state.step_outputs.values())
+        {
+            for id in secrets::tokens_in(v) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
         let values = self.secret_values(ids).await?;
         let chain = Chain {
             index: envelopes,
