@@ -42,6 +42,8 @@ enum How {
     MaxBytes(usize),
     /// A program too large to keep as a fixture, built by this function.
     Generated(fn() -> String),
+    /// The fixture's text through `check_source` for a run without an LLM (NV0036).
+    NoLlm,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -137,12 +139,15 @@ fn diagnose(case: &Case) -> (String, Vec<Diagnostic>) {
             let text = lossy.unwrap_or_else(|| String::from_utf8(bytes).unwrap());
             (text, report.diagnostics)
         }
-        How::Text | How::MaxBytes(_) => {
+        How::Text | How::MaxBytes(_) | How::NoLlm => {
             let text = std::fs::read_to_string(fixture_path(case.name)).unwrap();
             let mut opts = Options {
                 catalog: load_catalog(case.name).map(Arc::new),
                 ..Options::default()
             };
+            if let How::NoLlm = case.how {
+                opts.no_llm = Some("add an [llm] section to nanovm.toml".to_owned());
+            }
             if let How::MaxBytes(max) = case.how {
                 opts.json = json::Limits {
                     max_bytes: max,
@@ -161,6 +166,7 @@ fn describe(case: &Case) -> String {
         How::Bytes => "check_bytes, default options".to_owned(),
         How::MaxBytes(n) => format!("check_source, max_bytes = {n}"),
         How::Generated(_) => "check_source of a generated program (see the test)".to_owned(),
+        How::NoLlm => "check_source for a run without an LLM (no_llm set)".to_owned(),
     };
     let catalog = if catalog_path(case.name).exists() {
         format!(
@@ -314,6 +320,7 @@ cases! {
     portability_bare_step;
     unknown_tool;
     tool_not_allowed;
+    no_llm: How::NoLlm;
 
     // ---- NV01xx–NV03xx inside a program: conditions, prompts, args ----
     condition_syntax_after_escapes;

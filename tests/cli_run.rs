@@ -148,8 +148,11 @@ fn llm_steps_need_an_llm() {
         r#"{"name": "p", "steps": [{"id": "a", "type": "llm", "prompt": "hi"}]}"#,
     );
     let o = nanovm(&["run", &prog, "--config", "none"]);
-    assert_eq!(o.status.code(), Some(2));
+    // A check error (NV0036) at the step, before anything runs.
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("NV0036"), "{}", err(&o));
     assert!(err(&o).contains("no LLM is configured"), "{}", err(&o));
+    assert!(err(&o).contains("[llm] section"), "{}", err(&o));
 }
 
 #[test]

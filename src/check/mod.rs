@@ -27,6 +27,9 @@ pub struct Options {
     /// The tools a run can call. When present, a tool step naming a tool the catalog lacks
     /// or the policy denies is an error, and tool outputs are typed by their schemas.
     pub catalog: Option<std::sync::Arc<catalog::Catalog>>,
+    /// When set, the run will have no LLM: every llm step is an error (NV0036) whose help is
+    /// this text (what to configure).
+    pub no_llm: Option<String>,
 }
 
 /// A program that passed every check: its graph, verified conditions and parsed templates.
@@ -286,6 +289,9 @@ impl Checker<'_> {
         let opts = self.opts;
         if let Some(catalog) = opts.catalog.as_deref() {
             tools::check_tools(self, catalog);
+        }
+        if let Some(help) = opts.no_llm.as_deref() {
+            tools::check_llm(self, help);
         }
 
         let flow_ok = p.steps.iter().all(|s| s.flow_ok) && !p.steps.is_empty();

@@ -55,6 +55,28 @@ pub(super) fn check_tools(c: &mut Checker<'_>, catalog: &Catalog) {
     }
 }
 
+/// Every llm step, parallel sub-steps included, when the run has no LLM (NV0036).
+pub(super) fn check_llm(c: &mut Checker<'_>, help: &str) {
+    let p = c.p;
+    for (_, s) in all_steps(p) {
+        if s.step_type() != Some(StepType::Llm) {
+            continue;
+        }
+        let span = s.kind.as_ref().map_or(s.span, |t| t.span);
+        let d = Diagnostic::new(
+            Code::NoLlm,
+            span,
+            match s.id_str() {
+                Some(id) => format!("step `{id}` is an llm step, but no LLM is configured"),
+                None => "an llm step, but no LLM is configured".to_owned(),
+            },
+        )
+        .with_label("nothing can answer this step")
+        .with_help(help.to_owned());
+        c.push(s, Some("type"), d);
+    }
+}
+
 /// The closest tool name within an edit budget that grows with the name's length.
 fn suggest<'c>(name: &str, catalog: &'c Catalog) -> Option<&'c str> {
     let max = match name.chars().count() {

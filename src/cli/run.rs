@@ -2,18 +2,15 @@
 
 use super::check::{Input, check_file, display_name, read_limited};
 use super::{ColorChoice, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Format};
-use crate::check::catalog::{Catalog, ToolInfo};
-use crate::check::{CheckedProgram, Options};
+use crate::check::Options;
 use crate::diagnostics::render_json::to_json_all;
 use crate::diagnostics::render_text::{TextOptions, render};
 use crate::diagnostics::{Severity, has_errors};
-use crate::exec::adapter::{Llm, Tools};
+use crate::exec::adapter::Llm;
 use crate::exec::mock::Mocks;
-use crate::exec::openai::OpenAi;
 use crate::exec::secrets::{self, SecretTools};
-use crate::exec::tools::{Config, LlmConfig};
+use crate::exec::setup::Adapters;
 use crate::exec::{Observer, RunOptions, Runnable, Runtime, Status, StepRecord, StepStatus, Trace};
-use crate::program::StepType;
 use crate::store::RunRequest;
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -83,59 +80,30 @@ pub(super) fn read_json(path: &Path, what: &str) -> Result<Value, String> {
         .map_err(|e| format!("the {what} file `{name}` is not valid JSON: {e}"))
 }
 
-/// The adapters and the catalog a run uses.
-pub(super) struct Setup {
-    llm: Option<Arc<dyn Llm>>,
-    tools: Arc<dyn Tools>,
-    pub(super) catalog: Catalog,
-    /// A mocks or config file was found.
-    configured: bool,
-}
-
-pub(super) fn setup(args: &AdapterArgs) -> Result<Setup, String> {
+/// The adapters and catalog of a run: `--mocks`, else the config file, else none.
+pub(super) fn setup(args: &AdapterArgs) -> Result<Adapters, String> {
     if let Some(path) = &args.mocks {
         let mocks = Mocks::from_value(read_json(path, "mocks")?)
             .map_err(|e| format!("`{}`: {e}", display_name(path)))?;
-        let mut catalog = Catalog::new();
-        for name in mocks.tools.names() {
-            catalog.insert(name, ToolInfo::default());
-        }
-        return Ok(Setup {
-            llm: Some(mocks.llm.clone()),
-            tools: mocks.tools.clone(),
-            catalog,
-            configured: true,
-        });
+        return Ok(Adapters::from_mocks(&mocks));
     }
-    let config: Option<Config> =
-        super::config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
-    let Some(config) = config else {
-        return Ok(Setup {
-            llm: None,
-            tools: Arc::new(crate::exec::native::NativeTools::new()),
-            catalog: Catalog::new(),
-            configured: false,
-        });
-    };
-    let llm: Option<Arc<dyn Llm>> = match &config.llm {
-        None => None,
-        Some(LlmConfig::OpenAi(c)) => {
-            Some(Arc::new(OpenAi::new(c.clone()).map_err(|e| {
-                format!("[llm] in `{}`: {e}", config.path.display())
-            })?))
-        }
-        Some(LlmConfig::Mock(m)) => Some(
-            m.build()
-                .map_err(|e| format!("[llm] in `{}`: {e}", config.path.display()))?,
-        ),
-    };
-    let tools = config.registry().map_err(|e| e.to_string())?;
-    Ok(Setup {
-        llm,
-        tools: Arc::new(tools),
-        catalog: config.catalog(),
-        configured: true,
-    })
+    match super::config::load(args.config.as_deref()).map_err(|e| e.to_string())? {
+        None => Ok(Adapters::none()),
+        Some(config) => Adapters::from_config(&config).map_err(|e| e.to_string()),
+    }
+}
+
+/// The check options of a run with these adapters: their catalog, and NV0036 for llm steps
+/// when there is no LLM.
+pub(super) fn check_options(setup: &Adapters) -> Options {
+    Options {
+        catalog: Some(setup.catalog.clone()),
+        no_llm: setup.llm.is_none().then(|| {
+            "add an [llm] section to nanovm.toml (e.g. provider = \"openai\"), or pass --mocks"
+                .to_owned()
+        }),
+        ..Options::default()
+    }
 }
 
 pub fn run(args: &RunArgs) -> u8 {
@@ -146,11 +114,8 @@ pub fn run(args: &RunArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let policy = policy_snapshot(&setup.catalog);
-    let opts = Options {
-        catalog: Some(Arc::new(setup.catalog.clone())),
-        ..Options::default()
-    };
+    let policy = setup.policy_snapshot();
+    let opts = check_options(&setup);
     let checked = check_file(&args.file, &opts);
     if checked.io_error {
         for d in &checked.diagnostics {
@@ -216,7 +181,7 @@ pub fn run(args: &RunArgs) -> u8 {
                 }
             },
         };
-        let runtime = runtime_for(setup, &program, args.format, &args.adapters)?;
+        let runtime = runtime_for(setup, args.format, &args.adapters);
         let runnable = Runnable::new(program);
         let store = if args.no_db {
             None
@@ -303,42 +268,12 @@ pub fn run(args: &RunArgs) -> u8 {
     })
 }
 
-/// The policy snapshot of a run: which tools it may call (hashed into every envelope).
-fn policy_snapshot(catalog: &Catalog) -> Value {
-    let mut tools = Map::new();
-    for name in catalog.names() {
-        let verdict = match catalog.get(name).map(|t| &t.allowed) {
-            Some(Err(reason)) => json!({"allowed": false, "reason": reason}),
-            _ => json!({"allowed": true}),
-        };
-        tools.insert(name.to_owned(), verdict);
-    }
-    json!({"tools": tools})
-}
-
-/// The runtime for a checked program: its LLM (an error when it has llm steps and none is
-/// configured), tools, retry backoff and the progress line.
-pub(super) fn runtime_for(
-    setup: Setup,
-    program: &CheckedProgram,
-    format: Format,
-    adapters: &AdapterArgs,
-) -> Result<Runtime, String> {
-    let has_llm_steps = program.program().steps.iter().any(|s| {
-        s.step_type() == Some(StepType::Llm)
-            || s.parallel_steps
-                .iter()
-                .any(|c| c.step_type() == Some(StepType::Llm))
-    });
-    let llm: Arc<dyn Llm> = match setup.llm {
-        Some(l) => l,
-        None if has_llm_steps => {
-            return Err(
-                "the program has llm steps but no LLM is configured: add an [llm] section to nanovm.toml (e.g. provider = \"openai\") or pass --mocks".to_owned(),
-            );
-        }
-        None => Arc::new(crate::exec::mock::MockLlm::default()),
-    };
+/// The runtime for a checked program: its LLM, tools, retry backoff and the progress line.
+/// The check (NV0036) made sure a program with llm steps has an LLM.
+pub(super) fn runtime_for(setup: Adapters, format: Format, adapters: &AdapterArgs) -> Runtime {
+    let llm: Arc<dyn Llm> = setup
+        .llm
+        .unwrap_or_else(|| Arc::new(crate::exec::mock::MockLlm::default()));
     let progress = format == Format::Human && std::io::stderr().is_terminal();
     let base = Duration::from_millis(adapters.retry_backoff_ms);
     let options = RunOptions {
@@ -346,7 +281,7 @@ pub(super) fn runtime_for(
         backoff_max: base.saturating_mul(30),
         observer: progress.then(|| Arc::new(Progress) as Arc<dyn Observer>),
     };
-    Ok(Runtime::new(llm, setup.tools).with_options(options))
+    Runtime::new(llm, setup.tools).with_options(options)
 }
 
 /// Print a trace; the exit code follows its status.

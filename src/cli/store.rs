@@ -1,9 +1,9 @@
 //! The database options and the commands over the store: `trace show|list`, `audit verify`,
 //! `erase`, `resume`.
 
-use super::run::{AdapterArgs, print_trace, runtime_for, setup};
+use super::run::{AdapterArgs, check_options, print_trace, runtime_for, setup};
 use super::{ColorChoice, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Format};
-use crate::check::{Options, check_source};
+use crate::check::check_source;
 use crate::diagnostics::has_errors;
 use crate::diagnostics::render_text::{TextOptions, render};
 use crate::exec::{Runnable, Source};
@@ -12,7 +12,6 @@ use crate::store::{Erasure, Store, StoreOptions, Synchronous};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Where runs are stored.
@@ -314,11 +313,7 @@ pub fn resume(args: &ResumeArgs) -> u8 {
         let stored = rt
             .block_on(store.program_of_run(&args.run_id))
             .map_err(|e| e.to_string())?;
-        let opts = Options {
-            catalog: Some(Arc::new(setup.catalog.clone())),
-            ..Options::default()
-        };
-        let report = check_source(&stored.source, &opts);
+        let report = check_source(&stored.source, &check_options(&setup));
         let Some(program) = report.checked.filter(|_| !has_errors(&report.diagnostics)) else {
             let source = SourceFile::new(
                 format!("program {} of run {}", stored.name, args.run_id),
@@ -338,7 +333,7 @@ pub fn resume(args: &ResumeArgs) -> u8 {
             None => Value::Null,
             Some(p) => super::run::read_json(p, "payload")?,
         };
-        let runtime = runtime_for(setup, &program, args.format, &args.adapters)?;
+        let runtime = runtime_for(setup, args.format, &args.adapters);
         let runnable = Runnable::new(program);
         let source = match args.source {
             SourceArg::Webhook => Source::Webhook,

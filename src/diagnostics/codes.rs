@@ -341,6 +341,20 @@ call a tool the policy allows.
 Wrong:   {\"id\": \"pay\", \"type\": \"tool\", \"tool\": \"refund\"}      (the policy denies `refund`)
 Right:   {\"id\": \"pay\", \"type\": \"tool\", \"tool\": \"request_refund\"}      (a tool it allows)";
 
+    NoLlm = "NV0036", "no-llm", Error,
+        "an llm step, but nothing can answer it",
+"The program has an `llm` step (parallel sub-steps included) and the run would have no language
+model: `nanovm run` without an `[llm]` section in `nanovm.toml` or a mocks file, or the MCP
+server without an `[llm]` section and with a client that does not offer sampling. The program
+is rejected before anything runs; the help names what to configure.
+
+Wrong:   {\"id\": \"ask\", \"type\": \"llm\", \"prompt\": \"...\"}      (no [llm] configured)
+Right:   [llm]
+         provider = \"openai\"
+         base_url = \"https://api.openai.com/v1\"
+         model = \"gpt-4o-mini\"
+         api_key_env = \"OPENAI_API_KEY\"";
+
     UnexpectedChar = "NV0101", "unexpected-character", Error,
         "a character that is not part of the condition language",
 "Every character of a condition is lexed; one that is not part of the language is an error at

@@ -16,6 +16,7 @@ pub mod openai;
 mod plan;
 mod run;
 pub mod secrets;
+pub mod setup;
 pub mod state;
 pub mod tools;
 pub mod trace;
