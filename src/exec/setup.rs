@@ -118,6 +118,7 @@ pub fn has_llm_steps(program: &Program) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -127,7 +128,6 @@ mod tests {
             "[tools.a]\nkind = \"mock\"\nvalue = 1\n[tools.b]\nkind = \"mock\"\nvalue = 2\n[policy]\nallow = [\"a\"]\n",
             "nanovm.toml",
         );
-        #[allow(clippy::unwrap_used)]
         let adapters = Adapters::from_config(&config.unwrap()).unwrap();
         let snap = adapters.policy_snapshot();
         assert_eq!(snap["tools"]["a"], json!({"allowed": true}));
