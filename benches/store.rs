@@ -40,6 +40,7 @@ fn bench_store(c: &mut Criterion) {
         context: ctx.clone(),
         policy: json!({"tools": {}}),
         idempotency_key: None,
+        save_as: None,
     };
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()

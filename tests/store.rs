@@ -82,6 +82,7 @@ fn request(program: &Value, context: Value, key: Option<&str>) -> RunRequest {
         context,
         policy: json!({"tools": {"lookup_order": {"allowed": true}}}),
         idempotency_key: key.map(str::to_owned),
+        save_as: None,
     }
 }
 

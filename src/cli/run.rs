@@ -215,6 +215,7 @@ pub fn run(args: &RunArgs) -> u8 {
                         context,
                         policy,
                         idempotency_key: args.idempotency_key.clone(),
+                        save_as: None,
                     };
                     let p = store
                         .run(&runtime, &runnable, req)

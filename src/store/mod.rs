@@ -5,6 +5,7 @@
 //! Store::open ─► migrate (PRAGMA user_version) ─► writer thread (group commits) + read pool
 //! Store::run    ─► begin (idempotency, vault, run row) ─► exec::Runtime ─► envelopes ─► finish
 //! Store::verify ─► recompute every chain
+//! Store::delete_program ─► source cleared, row kept (runs reference it) ─► a new run restores it
 //! ```
 //!
 //! All writes go through one writer thread; reads use a small pool of connections on tokio's
@@ -73,6 +74,12 @@ pub enum StoreError {
     NotSuspended { run_id: String, status: String },
     #[error("cannot resume run `{run_id}`: {message}")]
     Resume { run_id: String, message: String },
+    #[error("a program name is 1 to {max} bytes, not {0}", max = session::MAX_NAME_LEN)]
+    BadName(usize),
+    #[error(
+        "the program of run `{run_id}` (sha256 {program_id}) was deleted, so its source is gone: run the same program again to restore it"
+    )]
+    ProgramDeleted { run_id: String, program_id: String },
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("the audit trail of run `{run_id}` could not be written: {message}")]
@@ -162,12 +169,51 @@ pub struct RunSummary {
 }
 
 /// A program as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredProgram {
+    /// The program id: the sha256 (hex) of its canonical JSON.
     pub hash: String,
     pub name: String,
     /// Canonical JSON.
     pub source: String,
+    /// When the program was first stored.
+    pub created_at: String,
+}
+
+/// One stored program, as `list_programs` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgramSummary {
+    /// The sha256 (hex) of the program's canonical JSON.
+    pub program_id: String,
+    /// The name given by `save_as`, or else the program's own name when first stored.
+    pub name: String,
+    pub created_at: String,
+    /// Runs of the program (those from before it was deleted and restored included).
+    pub runs: u64,
+    /// When its latest run started.
+    pub last_run_at: Option<String>,
+}
+
+/// What `delete_program` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Deletion {
+    /// The source is gone; the program's runs, which the audit log needs, are kept.
+    Deleted { runs_kept: u64 },
+    /// No such program, or it was already deleted.
+    NotFound,
+}
+
+/// The store's state, for a health check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    /// The database file.
+    pub path: String,
+    /// `PRAGMA user_version` of the file.
+    pub schema_version: i64,
+    pub runs: u64,
+    /// Stored programs, deleted ones not counted.
+    pub programs: u64,
 }
 
 /// The verdict on one run's chain.
@@ -411,23 +457,125 @@ impl Store {
         self.read(move |c| summaries(c, None, limit)).await
     }
 
-    /// The program a run ran.
+    /// The program a run ran; [`StoreError::ProgramDeleted`] when it was deleted since.
     pub async fn program_of_run(&self, run_id: &str) -> Result<StoredProgram, StoreError> {
         let run_id = run_id.to_owned();
         self.read(move |c| {
-            c.query_row(
-                "SELECT p.hash, p.name, p.source FROM runs r JOIN programs p ON p.hash = r.program_hash WHERE r.run_id = ?1",
-                [&run_id],
-                |r| {
-                    Ok(StoredProgram {
-                        hash: r.get(0)?,
-                        name: r.get(1)?,
-                        source: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?
-            .ok_or(StoreError::NoRun(run_id))
+            let row = c
+                .query_row(
+                    "SELECT p.hash, p.name, p.source, p.created_at, p.deleted_at IS NOT NULL
+                     FROM runs r JOIN programs p ON p.hash = r.program_hash WHERE r.run_id = ?1",
+                    [&run_id],
+                    |r| Ok((stored_program(r)?, r.get::<_, bool>(4)?)),
+                )
+                .optional()?;
+            match row {
+                None => Err(StoreError::NoRun(run_id)),
+                Some((p, true)) => Err(StoreError::ProgramDeleted {
+                    run_id,
+                    program_id: p.hash,
+                }),
+                Some((p, false)) => Ok(p),
+            }
+        })
+        .await
+    }
+
+    /// The stored programs, deleted ones left out, the newest first.
+    pub async fn list_programs(&self, limit: usize) -> Result<Vec<ProgramSummary>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.hash, p.name, p.created_at,
+                        (SELECT count(*) FROM runs r WHERE r.program_hash = p.hash),
+                        (SELECT max(r.started_at) FROM runs r WHERE r.program_hash = p.hash)
+                 FROM programs p WHERE p.deleted_at IS NULL
+                 ORDER BY p.created_at DESC, p.rowid DESC LIMIT ?1",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = st.query_map([limit], |r| {
+                Ok(ProgramSummary {
+                    program_id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: r.get(2)?,
+                    runs: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    last_run_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// A program by its id (the sha256 of its canonical JSON, exactly); `None` when there is
+    /// no such program or it was deleted.
+    pub async fn get_program(&self, id: &str) -> Result<Option<StoredProgram>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT hash, name, source, created_at FROM programs
+                 WHERE hash = ?1 AND deleted_at IS NULL",
+            )?
+            .query_row([&id], stored_program)
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Delete a program: its source is cleared and the row marked deleted, but kept, because
+    /// its runs (the audit log) reference its hash: their traces and chains are untouched, and
+    /// they can no longer be resumed. Running the same program again restores it.
+    pub async fn delete_program(&self, id: &str) -> Result<Deletion, StoreError> {
+        let id = id.to_owned();
+        let known = self.inner.known.clone();
+        self.write(move |c| {
+            let live: Option<bool> = c
+                .query_row(
+                    "SELECT deleted_at IS NULL FROM programs WHERE hash = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if live != Some(true) {
+                return Ok(Deletion::NotFound);
+            }
+            c.execute(
+                "UPDATE programs SET source = '', deleted_at = ?2 WHERE hash = ?1",
+                params![id, now_text()],
+            )?;
+            let runs: i64 = c.query_row(
+                "SELECT count(*) FROM runs WHERE program_hash = ?1",
+                [&id],
+                |r| r.get(0),
+            )?;
+            // The next run of this program must write its source again.
+            match known.lock() {
+                Ok(mut g) => g.remove(&id),
+                Err(p) => p.into_inner().remove(&id),
+            };
+            Ok(Deletion::Deleted {
+                runs_kept: u64::try_from(runs).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    /// The database file, its schema version and how many runs and (live) programs it holds.
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        let path = self.inner.path.display().to_string();
+        self.read(move |c| {
+            let (schema_version, runs, programs): (i64, i64, i64) = c.query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT count(*) FROM runs),
+                        (SELECT count(*) FROM programs WHERE deleted_at IS NULL)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok(Health {
+                path,
+                schema_version,
+                runs: u64::try_from(runs).unwrap_or(0),
+                programs: u64::try_from(programs).unwrap_or(0),
+            })
         })
         .await
     }
@@ -532,6 +680,24 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_err)?;
     Ok(conn)
+}
+
+/// A `StoredProgram` from the columns hash, name, source, created_at.
+fn stored_program(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredProgram> {
+    Ok(StoredProgram {
+        hash: r.get(0)?,
+        name: r.get(1)?,
+        source: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+/// Create a database at an older schema version (`version` ≤ [`SCHEMA_VERSION`]), for tests
+/// that check it upgrades when [`Store::open`] opens it. Not for anything else.
+#[doc(hidden)]
+pub fn create_at_schema_version(path: impl AsRef<Path>, version: i64) -> Result<(), StoreError> {
+    let mut conn = connect(path.as_ref(), &StoreOptions::default(), true)?;
+    schema::migrate_to(&mut conn, version)
 }
 
 fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError> {

@@ -6,10 +6,11 @@ use super::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this nanovm writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Migration `n` (1-based) moves a database from version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 -- Programs, content-addressed: hash = sha256 of the canonical JSON of the program.
 CREATE TABLE programs (
     hash        TEXT PRIMARY KEY,
@@ -100,7 +101,16 @@ CREATE TABLE vault (
     created_at  TEXT NOT NULL,
     erased_at   TEXT
 ) STRICT;
-"#];
+"#,
+    r#"
+-- Deleting a program clears its source and sets `deleted_at`; the row stays, since runs (the
+-- audit log) reference its hash. Running the program again restores it.
+ALTER TABLE programs ADD COLUMN deleted_at TEXT;
+CREATE INDEX programs_by_created ON programs(created_at);
+-- A program's runs (their count and the latest, for the program list).
+CREATE INDEX runs_by_program ON runs(program_hash, started_at);
+"#,
+];
 
 /// Refuse a database that has tables but no schema version: another application's.
 pub fn ensure_ours(conn: &Connection) -> Result<(), StoreError> {
@@ -121,6 +131,13 @@ pub fn ensure_ours(conn: &Connection) -> Result<(), StoreError> {
 /// locked) transaction that reads the version itself, so processes opening a new file at the
 /// same time do not both create the tables.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, VERSION)
+}
+
+/// Bring a database to version `target` (at most [`VERSION`]): [`migrate`] stops there. Only
+/// tests want an older version, to check that it upgrades.
+pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), StoreError> {
+    let target = target.min(VERSION);
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -131,6 +148,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             });
         }
         ensure_ours(&tx)?;
+        if found >= target {
+            return Ok(());
+        }
         let Some(sql) = usize::try_from(found).ok().and_then(|n| MIGRATIONS.get(n)) else {
             return Ok(());
         };
@@ -156,6 +176,28 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_database_upgrades_and_keeps_its_rows() -> Result<(), StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate_to(&mut conn, 1)?;
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, 1);
+        conn.execute(
+            "INSERT INTO programs (hash, name, source, created_at) VALUES ('h', 'n', '{}', 't')",
+            [],
+        )?;
+        migrate(&mut conn)?;
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        assert_eq!(v, VERSION);
+        let row: (String, String, Option<String>) = conn.query_row(
+            "SELECT name, source, deleted_at FROM programs WHERE hash = 'h'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        assert_eq!(row, ("n".to_owned(), "{}".to_owned(), None));
+        Ok(())
+    }
+
+    #[test]
     fn another_applications_database_is_refused() -> Result<(), StoreError> {
         let mut conn = Connection::open_in_memory()?;
         conn.execute_batch("CREATE TABLE x (a)")?;
@@ -174,7 +216,7 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some(
-                "the database has schema version 2, newer than this nanovm supports (1): use a newer nanovm, or another --db file"
+                "the database has schema version 3, newer than this nanovm supports (2): use a newer nanovm, or another --db file"
             )
         );
         Ok(())

@@ -30,12 +30,17 @@ pub struct RunRequest {
     /// The policy snapshot the run is governed by (its hash is in every envelope).
     pub policy: Value,
     pub idempotency_key: Option<String>,
+    /// Store the program under this name (renaming it if it is already stored). Without it,
+    /// a newly stored program takes its own `name`, and a stored one keeps its name.
+    pub save_as: Option<String>,
 }
 
 /// A persisted run's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Persisted {
     pub run_id: String,
+    /// The program's id: the sha256 (hex) of its canonical JSON.
+    pub program_id: String,
     pub trace: Trace,
     /// The idempotency key's stored result: nothing ran.
     pub replayed: bool,
@@ -45,6 +50,9 @@ pub struct Persisted {
 
 /// The longest idempotency key.
 pub const MAX_KEY_LEN: usize = 256;
+
+/// The longest program name given by `save_as`.
+pub const MAX_NAME_LEN: usize = 256;
 
 enum Begin {
     Started { took_over: Option<String> },
@@ -67,11 +75,17 @@ impl Store {
             mut context,
             policy,
             idempotency_key,
+            save_as,
         } = req;
         if let Some(k) = &idempotency_key
             && (k.is_empty() || k.len() > MAX_KEY_LEN)
         {
             return Err(StoreError::BadKey(k.len()));
+        }
+        if let Some(n) = &save_as
+            && (n.is_empty() || n.len() > MAX_NAME_LEN)
+        {
+            return Err(StoreError::BadName(n.len()));
         }
         let found = secrets::extract(&mut context)?;
         let (program_hash, program_text) = content_hash(&program);
@@ -86,6 +100,7 @@ impl Store {
         let begin = Arc::new(BeginRow {
             run_id: run_id.clone(),
             program_name: prog.name().to_owned(),
+            save_as,
             program_hash,
             program_text,
             policy_hash: policy_hash.clone(),
@@ -116,6 +131,7 @@ impl Store {
                         let trace = self.stored_trace(&id).await?;
                         return Ok(Persisted {
                             run_id: id,
+                            program_id: begin.program_hash.clone(),
                             trace,
                             replayed: true,
                             took_over: None,
@@ -152,6 +168,7 @@ impl Store {
         let trace = self.finish(&run_id, outcome, &recorder).await?;
         Ok(Persisted {
             run_id,
+            program_id: begin.program_hash.clone(),
             trace,
             replayed: false,
             took_over,
@@ -159,7 +176,8 @@ impl Store {
     }
 
     /// Resume a suspended run with a payload. `prog` must be the run's program (see
-    /// [`Store::program_of_run`]), checked again by the caller.
+    /// [`Store::program_of_run`]), checked again by the caller. A run whose program was
+    /// deleted is not resumed ([`StoreError::ProgramDeleted`]; it stays suspended).
     pub async fn resume(
         &self,
         runtime: &Runtime,
@@ -174,6 +192,7 @@ impl Store {
         let claimed = self.write(move |c| claim(c, &id, &owner, lease)).await?;
         let Claimed {
             cursor: cursor_text,
+            program_hash,
             policy_hash,
             envelopes,
             head,
@@ -231,6 +250,7 @@ impl Store {
         let trace = self.finish(run_id, outcome, &recorder).await?;
         Ok(Persisted {
             run_id: run_id.to_owned(),
+            program_id: program_hash,
             trace,
             replayed: false,
             took_over: None,
@@ -403,6 +423,8 @@ fn lease_until(lease: Duration) -> i64 {
 struct BeginRow {
     run_id: String,
     program_name: String,
+    /// The name the program is stored under, replacing a stored one.
+    save_as: Option<String>,
     program_hash: String,
     program_text: String,
     policy_hash: String,
@@ -417,6 +439,61 @@ struct BeginRow {
 
 impl BeginRow {
     fn begin(&self, c: &Connection, known: &super::Known) -> Result<Begin, StoreError> {
+        let out = self.try_begin(c, known);
+        if out.is_err() {
+            // The job's writes are rolled back: the program and policy may not be stored.
+            let mut known = match known.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            known.remove(&self.program_hash);
+            known.remove(&self.policy_hash);
+        }
+        out
+    }
+
+    /// Store the program: a new one under its `save_as` or own name, a deleted one restored
+    /// (its source back), a stored one renamed when `save_as` is given.
+    fn store_program(
+        &self,
+        c: &Connection,
+        now: &str,
+        known: &super::Known,
+    ) -> Result<(), StoreError> {
+        let mut known = match known.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        // A known hash is stored and not deleted (deleting it forgets it).
+        if self.save_as.is_none() && known.contains(&self.program_hash) {
+            return Ok(());
+        }
+        match &self.save_as {
+            Some(name) => c
+                .prepare_cached(
+                    "INSERT INTO programs (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (hash) DO UPDATE SET name = excluded.name,
+                         source = excluded.source, deleted_at = NULL",
+                )?
+                .execute(params![self.program_hash, name, self.program_text, now])?,
+            None => c
+                .prepare_cached(
+                    "INSERT INTO programs (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (hash) DO UPDATE SET source = excluded.source, deleted_at = NULL
+                     WHERE programs.deleted_at IS NOT NULL",
+                )?
+                .execute(params![
+                    self.program_hash,
+                    self.program_name,
+                    self.program_text,
+                    now
+                ])?,
+        };
+        known.insert(self.program_hash.clone());
+        Ok(())
+    }
+
+    fn try_begin(&self, c: &Connection, known: &super::Known) -> Result<Begin, StoreError> {
         let mut took_over = None;
         if let Some(key) = &self.key {
             let held: Option<(String, String, String, i64)> = c
@@ -435,6 +512,10 @@ impl BeginRow {
                     });
                 }
                 if status != "running" {
+                    // Nothing runs, but the program is named (or restored) as asked.
+                    if self.save_as.is_some() {
+                        self.store_program(c, &now_text(), known)?;
+                    }
                     return Ok(Begin::Done(run_id));
                 }
                 if lease >= now_ms() {
@@ -446,17 +527,11 @@ impl BeginRow {
             }
         }
         let now = now_text();
+        self.store_program(c, &now, known)?;
         let mut known = match known.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if !known.contains(&self.program_hash) {
-            c.prepare_cached(
-                "INSERT OR IGNORE INTO programs (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![self.program_hash, self.program_name, self.program_text, now])?;
-            known.insert(self.program_hash.clone());
-        }
         if !known.contains(&self.policy_hash) {
             c.prepare_cached(
                 "INSERT OR IGNORE INTO policies (hash, policy, created_at) VALUES (?1, ?2, ?3)",
@@ -512,6 +587,7 @@ impl BeginRow {
 
 struct Claimed {
     cursor: String,
+    program_hash: String,
     policy_hash: String,
     envelopes: u64,
     head: String,
@@ -525,14 +601,14 @@ fn claim(
     owner: &str,
     lease: Duration,
 ) -> Result<Claimed, StoreError> {
-    let row: Option<(String, String, i64)> = c
+    let row: Option<(String, String, String, i64)> = c
         .query_row(
-            "SELECT status, policy_hash, lease_until FROM runs WHERE run_id = ?1",
+            "SELECT status, program_hash, policy_hash, lease_until FROM runs WHERE run_id = ?1",
             [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((status, policy_hash, lease_end)) = row else {
+    let Some((status, program_hash, policy_hash, lease_end)) = row else {
         return Err(StoreError::NoRun(run_id.to_owned()));
     };
     let cursor: Option<String> = c
@@ -554,6 +630,21 @@ fn claim(
             status,
         });
     };
+    // A deleted program's source is gone: the run cannot go on (running the program again
+    // restores it).
+    let deleted: Option<bool> = c
+        .query_row(
+            "SELECT deleted_at IS NOT NULL FROM programs WHERE hash = ?1",
+            [&program_hash],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if deleted != Some(false) {
+        return Err(StoreError::ProgramDeleted {
+            run_id: run_id.to_owned(),
+            program_id: program_hash,
+        });
+    }
     // The chain goes on from its last envelope (an interrupted resume may have added some).
     let last: Option<(i64, String)> = c
         .query_row(
@@ -572,6 +663,7 @@ fn claim(
     )?;
     Ok(Claimed {
         cursor,
+        program_hash,
         policy_hash,
         envelopes,
         head,
