@@ -1,5 +1,6 @@
 //! What the runtime and store benches share: the scenario files, the reference's alternating
-//! mock LLM and the refund pipeline's tools.
+//! mock LLM and the refund pipeline's tools. Not every bench uses every item.
+#![allow(dead_code)]
 
 use nanovm::exec::adapter::{BoxFuture, CallError, Llm, LlmReply, LlmRequest};
 use nanovm::exec::native::NativeTools;

@@ -1,0 +1,98 @@
+//! MCP benchmarks: `run_program` round-trips from a real rmcp client to `NanovmServer` over an
+//! in-process duplex pipe, persisted (program, run, envelopes and trace written to a WAL
+//! file): one call at a time, and 32 in flight on one connection.
+//!
+//! The program is the reference's `mcp_router` scenario made valid for nanovm's checker (the
+//! reference's version loops on itself and puts `is_terminal` on condition steps, both check
+//! errors): the same four conditions, then a mock tool step, five step records as in the
+//! reference's trace. Compare with the reference's `mcp_run_program`
+//! (`../shared/bench/bench_ref.py --only mcp_run_program`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::load;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nanovm::exec::setup::Adapters;
+use nanovm::exec::tools::Config;
+use nanovm::mcp::{NanovmServer, ServerOptions};
+use nanovm::store::{Store, StoreOptions};
+use rmcp::RoleClient;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use serde_json::{Map, Value, json};
+use std::hint::black_box;
+
+const CONFIG: &str = "[tools.done]\nkind = \"mock\"\nvalue = \"approved\"\n";
+
+fn server(tag: &str) -> NanovmServer {
+    let dir = std::env::temp_dir().join(format!("nanovm-bench-mcp-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = Config::from_toml_str(CONFIG, dir.join("nanovm.toml")).unwrap();
+    let adapters = Adapters::from_config(&config).unwrap();
+    let store = Store::open(dir.join("bench.db"), StoreOptions::default()).unwrap();
+    NanovmServer::new(store, adapters, ServerOptions::default())
+}
+
+async fn connect(server: NanovmServer) -> RunningService<RoleClient, ()> {
+    let (s, c) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(s).await {
+            let _ = running.waiting().await;
+        }
+    });
+    ().serve(c).await.unwrap()
+}
+
+async fn run(client: &RunningService<RoleClient, ()>, args: &Map<String, Value>) -> CallToolResult {
+    client
+        .call_tool(CallToolRequestParams::new("run_program").with_arguments(args.clone()))
+        .await
+        .unwrap()
+}
+
+fn bench_mcp(c: &mut Criterion) {
+    let program = load("mcp_router_nanovm.json");
+    let args: Map<String, Value> = json!({"program": program}).as_object().cloned().unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = tokio.block_on(connect(server("rt")));
+    let first = tokio.block_on(run(&client, &args));
+    let out = first.structured_content.as_ref().unwrap();
+    assert_eq!(out["status"], "success", "{out}");
+    assert_eq!(out["steps"], 5);
+    assert_eq!(out["final_output"], "approved");
+
+    let mut g = c.benchmark_group("mcp");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("run_program_roundtrip", |b| {
+        b.iter(|| black_box(tokio.block_on(run(&client, &args))));
+    });
+    const IN_FLIGHT: u64 = 32;
+    g.throughput(Throughput::Elements(IN_FLIGHT));
+    g.bench_function("run_program_roundtrip_32_in_flight", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let calls = (0..IN_FLIGHT).map(|_| run(&client, &args));
+                for r in futures_util::future::join_all(calls).await {
+                    assert_ne!(r.is_error, Some(true));
+                }
+            })
+        });
+    });
+    g.finish();
+    tokio.block_on(async { client.cancel().await.unwrap() });
+}
+
+criterion_group!(benches, bench_mcp);
+criterion_main!(benches);
