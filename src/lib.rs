@@ -7,6 +7,7 @@ pub mod diagnostics;
 pub mod exec;
 pub mod expr;
 pub mod json;
+pub mod mcp;
 pub mod program;
 pub mod source;
 pub mod store;
