@@ -2,6 +2,7 @@
 //! or Streamable HTTP. A thin surface: no checking or execution logic lives here.
 
 mod args;
+pub mod http;
 mod sampling;
 mod server;
 
