@@ -61,7 +61,7 @@ impl CommandTool {
         let mut child = cmd.spawn().map_err(|e| {
             CallError::Failed(format!("cannot start `{}`: {e}", c.program.display()))
         })?;
-        let mut group = GroupGuard(child.id());
+        let mut group = GroupGuard::new(child.id());
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -174,9 +174,15 @@ async fn kill(child: &mut Child, group: &mut GroupGuard) {
 
 /// The process group of a running child (its pid: the child leads a new group), killed when
 /// the guard is dropped armed.
-struct GroupGuard(Option<u32>);
+#[derive(Debug)]
+pub(super) struct GroupGuard(Option<u32>);
 
 impl GroupGuard {
+    /// The guard of the group a child started with `process_group(0)` leads.
+    pub(super) fn new(pid: Option<u32>) -> Self {
+        Self(pid)
+    }
+
     fn disarm(&mut self) {
         self.0 = None;
     }

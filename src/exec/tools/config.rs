@@ -130,15 +130,17 @@ pub enum ToolKind {
     Command(CommandConfig),
     Http(HttpConfig),
     Mock(MockConfig),
+    Mcp(McpConfig),
 }
 
 impl ToolKind {
-    /// `command`, `http` or `mock`.
+    /// `command`, `http`, `mock` or `mcp`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Command(_) => "command",
             Self::Http(_) => "http",
             Self::Mock(_) => "mock",
+            Self::Mcp(_) => "mcp",
         }
     }
 }
@@ -163,6 +165,25 @@ pub struct HttpConfig {
     /// Header values as written: `${NAME}` is expanded from the environment when the registry
     /// is built (`$$` is a literal `$`).
     pub headers: BTreeMap<String, String>,
+}
+
+/// `kind = "mcp"`: a tool of a downstream MCP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpConfig {
+    /// How the server is reached.
+    pub server: McpServer,
+    /// The downstream tool's name (default: the name of the `[tools.NAME]` section).
+    pub tool: String,
+}
+
+/// Where an MCP server is: `command = [...]` or `url = "…"`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum McpServer {
+    /// A child process speaking MCP over its stdin and stdout (`command`, `env`, `cwd` as for
+    /// `kind = "command"`).
+    Stdio(CommandConfig),
+    /// A Streamable HTTP endpoint (`url`, `headers` as for `kind = "http"`).
+    Http(HttpConfig),
 }
 
 /// `kind = "mock"`.
@@ -302,6 +323,7 @@ enum Kind {
     Command,
     Http,
     Mock,
+    Mcp,
 }
 
 impl Kind {
@@ -310,6 +332,7 @@ impl Kind {
             Self::Command => "command",
             Self::Http => "http",
             Self::Mock => "mock",
+            Self::Mcp => "mcp",
         }
     }
 
@@ -318,6 +341,7 @@ impl Kind {
             Self::Command => "`command`, `env`, `cwd`",
             Self::Http => "`url`, `headers`",
             Self::Mock => "`value`, `sequence`, `error`",
+            Self::Mcp => "`command`, `env`, `cwd` or `url`, `headers`, and `tool`",
         }
     }
 }
@@ -354,6 +378,9 @@ struct RawTool {
     url: Option<Spanned<String>>,
     #[serde(default)]
     headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    // mcp
+    #[serde(default)]
+    tool: Option<Spanned<String>>,
     // mock
     #[serde(default)]
     value: Option<Spanned<Value>>,
@@ -370,6 +397,16 @@ struct RawPolicy {
     allow: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     deny_capabilities: Vec<Spanned<String>>,
+}
+
+/// The fields of a `kind = "mcp"` tool, as written.
+struct McpFields {
+    command: Option<Spanned<Vec<Spanned<String>>>>,
+    env: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    cwd: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    tool: Option<Spanned<String>>,
 }
 
 // ---- validation ---------------------------------------------------------------------------
@@ -543,33 +580,34 @@ impl Cx<'_> {
             return Err(self.err(span, "a tool name must not be empty"));
         }
         let kind = *t.kind.get_ref();
+        const COMMAND: &[Kind] = &[Kind::Command, Kind::Mcp];
+        const HTTP: &[Kind] = &[Kind::Http, Kind::Mcp];
+        const MCP: &[Kind] = &[Kind::Mcp];
+        const MOCK: &[Kind] = &[Kind::Mock];
         let foreign = [
-            (
-                "command",
-                t.command.as_ref().map(Spanned::span),
-                Kind::Command,
-            ),
-            ("env", t.env.as_ref().map(Spanned::span), Kind::Command),
-            ("cwd", t.cwd.as_ref().map(Spanned::span), Kind::Command),
-            ("url", t.url.as_ref().map(Spanned::span), Kind::Http),
-            ("headers", t.headers.as_ref().map(Spanned::span), Kind::Http),
-            ("value", t.value.as_ref().map(Spanned::span), Kind::Mock),
-            (
-                "sequence",
-                t.sequence.as_ref().map(Spanned::span),
-                Kind::Mock,
-            ),
-            ("error", t.error.as_ref().map(Spanned::span), Kind::Mock),
+            ("command", t.command.as_ref().map(Spanned::span), COMMAND),
+            ("env", t.env.as_ref().map(Spanned::span), COMMAND),
+            ("cwd", t.cwd.as_ref().map(Spanned::span), COMMAND),
+            ("url", t.url.as_ref().map(Spanned::span), HTTP),
+            ("headers", t.headers.as_ref().map(Spanned::span), HTTP),
+            ("tool", t.tool.as_ref().map(Spanned::span), MCP),
+            ("value", t.value.as_ref().map(Spanned::span), MOCK),
+            ("sequence", t.sequence.as_ref().map(Spanned::span), MOCK),
+            ("error", t.error.as_ref().map(Spanned::span), MOCK),
         ];
-        for (field, at, owner) in foreign {
+        for (field, at, owners) in foreign {
             if let Some(at) = at
-                && owner != kind
+                && !owners.contains(&kind)
             {
+                let owners: Vec<String> = owners
+                    .iter()
+                    .map(|o| format!("`kind = \"{}\"`", o.name()))
+                    .collect();
                 return Err(self.err(
                     at,
                     format!(
-                        "tool `{name}`: `{field}` belongs to `kind = \"{}\"`, but this tool is `kind = \"{}\"` (which takes {})",
-                        owner.name(),
+                        "tool `{name}`: `{field}` belongs to {}, but this tool is `kind = \"{}\"` (which takes {})",
+                        owners.join(" or "),
                         kind.name(),
                         kind.fields()
                     ),
@@ -624,6 +662,18 @@ impl Cx<'_> {
             Kind::Command => ToolKind::Command(self.command(name, span, t.command, t.env, t.cwd)?),
             Kind::Http => ToolKind::Http(self.http(name, span, t.url, t.headers)?),
             Kind::Mock => ToolKind::Mock(self.mock(name, span, t.value, t.sequence, t.error)?),
+            Kind::Mcp => ToolKind::Mcp(self.mcp(
+                name,
+                span,
+                McpFields {
+                    command: t.command,
+                    env: t.env,
+                    cwd: t.cwd,
+                    url: t.url,
+                    headers: t.headers,
+                    tool: t.tool,
+                },
+            )?),
         };
         Ok(ToolConfig {
             kind,
@@ -808,6 +858,82 @@ impl Cx<'_> {
         })
     }
 
+    fn mcp(&self, name: &str, span: Range<usize>, f: McpFields) -> Result<McpConfig, ConfigError> {
+        let tool = match f.tool {
+            None => name.to_owned(),
+            Some(t) => {
+                if t.get_ref().trim().is_empty() {
+                    return Err(self.err(
+                        t.span(),
+                        format!("tool `{name}`: `tool` (the downstream tool's name) is empty"),
+                    ));
+                }
+                t.into_inner()
+            }
+        };
+        let server = match (f.command, f.url) {
+            (Some(_), Some(url)) => {
+                return Err(self.err(
+                    url.span(),
+                    format!(
+                        "tool `{name}` (kind = \"mcp\") has both `command` and `url`: keep one (a server started as a child process over stdio, or a Streamable HTTP endpoint)"
+                    ),
+                ));
+            }
+            (None, None) => {
+                return Err(self.err(
+                    span,
+                    format!(
+                        "tool `{name}` (kind = \"mcp\") needs its server: `command = [\"program\", \"arg\", ...]` (stdio) or `url = \"http://…\"` (Streamable HTTP)"
+                    ),
+                ));
+            }
+            (Some(command), None) => {
+                if let Some(h) = f.headers {
+                    return Err(self.err(
+                        h.span(),
+                        format!(
+                            "tool `{name}`: `headers` is for an MCP server at a `url`, not one started by `command`"
+                        ),
+                    ));
+                }
+                McpServer::Stdio(self.command(name, span, Some(command), f.env, f.cwd)?)
+            }
+            (None, Some(url)) => {
+                for (field, at) in [
+                    ("env", f.env.map(|e| e.span())),
+                    ("cwd", f.cwd.map(|c| c.span())),
+                ] {
+                    if let Some(at) = at {
+                        return Err(self.err(
+                            at,
+                            format!(
+                                "tool `{name}`: `{field}` is for an MCP server started by `command`, not one at a `url`"
+                            ),
+                        ));
+                    }
+                }
+                if let Some(h) = &f.headers {
+                    // rmcp sets these itself and refuses a request that overrides them.
+                    if let Some(k) = h.get_ref().keys().find(|k| {
+                        ["accept", "mcp-session-id", "last-event-id"]
+                            .iter()
+                            .any(|r| k.eq_ignore_ascii_case(r))
+                    }) {
+                        return Err(self.err(
+                            h.span(),
+                            format!(
+                                "tool `{name}`: the header `{k}` is set by the MCP client itself"
+                            ),
+                        ));
+                    }
+                }
+                McpServer::Http(self.http(name, span, Some(url), f.headers)?)
+            }
+        };
+        Ok(McpConfig { server, tool })
+    }
+
     fn mock(
         &self,
         name: &str,
@@ -980,7 +1106,7 @@ pub(super) fn expand_env(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]
@@ -1008,6 +1134,121 @@ mod tests {
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
         assert_eq!(line_column("é\nx", 3), (2, 1));
         assert_eq!(line_column("ab", 99), (1, 3));
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "dir/nanovm.toml")
+    }
+
+    fn parse_err(text: &str) -> (String, Option<usize>) {
+        let e = parse(text).unwrap_err();
+        (e.to_string(), e.line())
+    }
+
+    #[test]
+    fn mcp_tools() {
+        let c = parse(
+            "[tools.search]\nkind = \"mcp\"\ncommand = [\"bin/server\", \"--stdio\"]\nenv = {A = \"1\"}\ntool = \"web_search\"\ntimeout_seconds = 5\n\n[tools.calc]\nkind = \"mcp\"\nurl = \"http://127.0.0.1:9000/mcp\"\nheaders = {Authorization = \"Bearer ${TOKEN}\"}\n",
+        )
+        .unwrap();
+        let ToolKind::Mcp(m) = &c.tools["search"].kind else {
+            unreachable!("{c:?}")
+        };
+        assert_eq!(m.tool, "web_search");
+        let McpServer::Stdio(cmd) = &m.server else {
+            unreachable!("{m:?}")
+        };
+        assert_eq!(cmd.program, Path::new("dir/bin/server"));
+        assert_eq!(cmd.args, ["--stdio"]);
+        assert_eq!(cmd.env["A"], "1");
+        assert_eq!(cmd.cwd, Path::new("dir"));
+        assert_eq!(c.tools["search"].timeout, Duration::from_secs(5));
+        assert_eq!(c.tools["search"].kind.name(), "mcp");
+        let ToolKind::Mcp(m) = &c.tools["calc"].kind else {
+            unreachable!("{c:?}")
+        };
+        // The downstream name defaults to the tool's own.
+        assert_eq!(m.tool, "calc");
+        let McpServer::Http(h) = &m.server else {
+            unreachable!("{m:?}")
+        };
+        assert_eq!(h.url.as_str(), "http://127.0.0.1:9000/mcp");
+        assert_eq!(h.headers["Authorization"], "Bearer ${TOKEN}");
+    }
+
+    #[test]
+    fn mcp_tool_errors() {
+        // Both `command` and `url`.
+        let (msg, line) =
+            parse_err("[tools.s]\nkind = \"mcp\"\ncommand = [\"srv\"]\nurl = \"http://h/mcp\"\n");
+        assert!(msg.contains("has both `command` and `url`"), "{msg}");
+        assert_eq!(line, Some(4));
+        // Neither.
+        let (msg, line) = parse_err("[tools.s]\nkind = \"mcp\"\ntool = \"x\"\n");
+        assert!(msg.contains("needs its server"), "{msg}");
+        assert_eq!(line, Some(1));
+        // `tool` on another kind.
+        let (msg, line) =
+            parse_err("[tools.s]\nkind = \"command\"\ncommand = [\"x\"]\ntool = \"y\"\n");
+        assert!(
+            msg.contains(
+                "`tool` belongs to `kind = \"mcp\"`, but this tool is `kind = \"command\"`"
+            ),
+            "{msg}"
+        );
+        assert_eq!(line, Some(4));
+        let (msg, _) = parse_err("[tools.s]\nkind = \"mock\"\nvalue = 1\ntool = \"y\"\n");
+        assert!(msg.contains("`tool` belongs to"), "{msg}");
+        // A field of command/http tools on a mock tool names both owners.
+        let (msg, _) = parse_err("[tools.s]\nkind = \"mock\"\nvalue = 1\nurl = \"http://h\"\n");
+        assert!(
+            msg.contains("`url` belongs to `kind = \"http\"` or `kind = \"mcp\"`"),
+            "{msg}"
+        );
+        // A mock field on an mcp tool.
+        let (msg, line) =
+            parse_err("[tools.s]\nkind = \"mcp\"\nurl = \"http://h/mcp\"\nvalue = 1\n");
+        assert!(
+            msg.contains("`value` belongs to `kind = \"mock\"`"),
+            "{msg}"
+        );
+        assert!(msg.contains("`tool`"), "{msg}");
+        assert_eq!(line, Some(4));
+        // Process fields with a URL, headers with a command.
+        let (msg, line) =
+            parse_err("[tools.s]\nkind = \"mcp\"\nurl = \"http://h/mcp\"\ncwd = \"x\"\n");
+        assert!(
+            msg.contains("`cwd` is for an MCP server started by `command`"),
+            "{msg}"
+        );
+        assert_eq!(line, Some(4));
+        let (msg, line) =
+            parse_err("[tools.s]\nkind = \"mcp\"\ncommand = [\"srv\"]\nheaders = {A = \"b\"}\n");
+        assert!(
+            msg.contains("`headers` is for an MCP server at a `url`"),
+            "{msg}"
+        );
+        assert_eq!(line, Some(4));
+        // Headers the MCP client sets itself.
+        let (msg, _) = parse_err(
+            "[tools.s]\nkind = \"mcp\"\nurl = \"http://h/mcp\"\nheaders = {Mcp-Session-Id = \"1\"}\n",
+        );
+        assert!(msg.contains("set by the MCP client itself"), "{msg}");
+        // The URL and the command are checked as for http and command tools.
+        let (msg, _) = parse_err("[tools.s]\nkind = \"mcp\"\nurl = \"ftp://h/mcp\"\n");
+        assert!(msg.contains("must be an http:// or https:// URL"), "{msg}");
+        let (msg, _) = parse_err("[tools.s]\nkind = \"mcp\"\ncommand = []\n");
+        assert!(msg.contains("`command` is empty"), "{msg}");
+        let (msg, line) =
+            parse_err("[tools.s]\nkind = \"mcp\"\ncommand = [\"srv\"]\ntool = \" \"\n");
+        assert!(
+            msg.contains("`tool` (the downstream tool's name) is empty"),
+            "{msg}"
+        );
+        assert_eq!(line, Some(4));
+        // An unknown field, with a suggestion.
+        let (msg, _) = parse_err("[tools.s]\nkind = \"mcp\"\ncommand = [\"srv\"]\ntol = \"x\"\n");
+        assert!(msg.contains("did you mean `tool`?"), "{msg}");
     }
 
     #[test]

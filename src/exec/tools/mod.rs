@@ -1,4 +1,4 @@
-//! Tools from the config file (`nanovm.toml`): `command`, `http` and `mock` tools, the
+//! Tools from the config file (`nanovm.toml`): `command`, `http`, `mcp` and `mock` tools, the
 //! `[policy]` section, and the catalog the checker uses.
 //!
 //! [`Config::load`] reads and validates the file; [`Config::catalog`] is what the checker
@@ -11,6 +11,12 @@
 //! schema, the tool runs (within its timeout and output cap), and its result is validated
 //! against the output schema.
 //!
+//! An `mcp` tool connects to its server on its first call and keeps the connection (shared by
+//! the tools naming the same server) for later calls; a connection found closed is made again
+//! on the next call. The result is the tool's `structuredContent`, else its text parsed as
+//! JSON, else the text as a string; `isError: true` fails the call. A server process is killed
+//! (with its process group) when the registry is dropped. See `mcp.rs`.
+//!
 //! The file format:
 //!
 //! ```toml
@@ -19,7 +25,7 @@
 //! reply = "refund"             # or replies = {"Classify: hi" = "refund", "*" = "other"}
 //!
 //! [tools.lookup]
-//! kind = "command"             # "command" | "http" | "mock"
+//! kind = "command"             # "command" | "http" | "mcp" | "mock"
 //! command = ["python3", "tools/lookup.py"]   # argv, never a shell
 //! env = {LOOKUP_DB = "db.sqlite"}            # added to the inherited environment
 //! cwd = "."                    # relative to this file's directory (the default)
@@ -36,6 +42,13 @@
 //! headers = {Authorization = "Bearer ${PAYMENTS_TOKEN}"}  # ${VAR} from the environment
 //! capabilities = ["network", "payments"]
 //!
+//! [tools.search]
+//! kind = "mcp"                 # a tool of a downstream MCP server
+//! command = ["search-server", "--stdio"]  # a child process speaking MCP over stdio (argv;
+//!                              # `env`, `cwd` as for command tools), or:
+//! # url = "http://127.0.0.1:9000/mcp"     # Streamable HTTP (`headers` as for http tools)
+//! tool = "web_search"          # the downstream tool's name (default: this tool's name)
+//!
 //! [tools.weather]
 //! kind = "mock"
 //! value = {temp = 21}          # or sequence = [1, {error = "busy"}, 3] or error = "msg"
@@ -48,20 +61,24 @@
 mod command;
 mod config;
 mod http;
+mod mcp;
 
 pub use config::{
     CommandConfig, Config, ConfigError, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUT, HttpConfig,
-    LlmConfig, MAX_TIMEOUT_SECONDS, MockConfig, MockLlmConfig, Policy, ToolConfig, ToolKind,
+    LlmConfig, MAX_TIMEOUT_SECONDS, McpConfig, McpServer, MockConfig, MockLlmConfig, Policy,
+    ToolConfig, ToolKind,
 };
 
 use crate::exec::adapter::{BoxFuture, CallError, Tools};
 use crate::exec::mock::MockTool;
 use command::CommandTool;
 use http::HttpTool;
+use mcp::McpTool;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// How many schema violations a failed validation quotes.
 const MAX_VIOLATIONS: usize = 3;
@@ -85,6 +102,7 @@ enum Adapter {
     Command(CommandTool),
     Http(HttpTool),
     Mock(MockTool),
+    Mcp(McpTool),
 }
 
 /// A compiled JSON Schema.
@@ -127,7 +145,27 @@ impl Config {
     /// from the environment (an unset variable is an error here), `cwd`s checked, mock scripts
     /// at their start.
     pub fn registry(&self) -> Result<Registry, ConfigError> {
-        let mut client: Option<reqwest::Client> = None;
+        // Two HTTP clients, made when needed: for `http` tools, and for MCP servers (which
+        // follow no redirect: one would replay the session and the headers elsewhere).
+        let (mut plain, mut mcp) = (None::<reqwest::Client>, None::<reqwest::Client>);
+        let mut http_client = |for_mcp: bool| -> Result<reqwest::Client, ConfigError> {
+            let slot = if for_mcp { &mut mcp } else { &mut plain };
+            if let Some(c) = slot {
+                return Ok(c.clone());
+            }
+            let mut b = reqwest::Client::builder()
+                .user_agent(concat!("nanovm/", env!("CARGO_PKG_VERSION")));
+            if for_mcp {
+                b = b.redirect(reqwest::redirect::Policy::none());
+            }
+            let c = b
+                .build()
+                .map_err(|e| self.error(format!("cannot set up the HTTP client: {e}")))?;
+            *slot = Some(c.clone());
+            Ok(c)
+        };
+        // One connection per MCP server, shared by the tools naming the same one.
+        let mut servers: Vec<(&McpServer, Arc<mcp::Server>)> = Vec::new();
         let mut tools = BTreeMap::new();
         for (name, t) in &self.tools {
             let compile = |which: &str, s: &Option<Value>| {
@@ -145,47 +183,38 @@ impl Config {
             let output = compile("output", &t.output_schema)?;
             let adapter = match &t.kind {
                 ToolKind::Command(c) => {
-                    if !c.cwd.is_dir() {
-                        return Err(self.error(format!(
-                            "tool `{name}`: `cwd` {} is not a directory",
-                            c.cwd.display()
-                        )));
-                    }
+                    self.check_cwd(name, c)?;
                     Adapter::Command(CommandTool::new(c.clone(), t.timeout, t.max_output_bytes))
                 }
-                ToolKind::Http(h) => {
-                    let mut headers = HeaderMap::new();
-                    for (k, v) in &h.headers {
-                        let value = config::expand_env(v, |var| std::env::var(var).ok()).map_err(
-                            |why| self.error(format!("tool `{name}`: header `{k}`: {why}")),
-                        )?;
-                        let key = HeaderName::from_bytes(k.as_bytes())
-                            .map_err(|e| self.error(format!("tool `{name}`: header `{k}`: {e}")))?;
-                        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                            self.error(format!(
-                                "tool `{name}`: header `{k}`: the value (after expansion) is not a valid header value"
-                            ))
-                        })?;
-                        value.set_sensitive(true);
-                        headers.insert(key, value);
-                    }
-                    let client = match &client {
-                        Some(c) => c.clone(),
+                ToolKind::Http(h) => Adapter::Http(HttpTool::new(
+                    http_client(false)?,
+                    h.url.clone(),
+                    self.headers(name, h)?,
+                    t.timeout,
+                    t.max_output_bytes,
+                )),
+                ToolKind::Mcp(m) => {
+                    let server = match servers.iter().find(|(s, _)| *s == &m.server) {
+                        Some((_, s)) => s.clone(),
                         None => {
-                            let c = reqwest::Client::builder()
-                                .user_agent(concat!("nanovm/", env!("CARGO_PKG_VERSION")))
-                                .build()
-                                .map_err(|e| {
-                                    self.error(format!("cannot set up the HTTP client: {e}"))
-                                })?;
-                            client = Some(c.clone());
-                            c
+                            let s = Arc::new(match &m.server {
+                                McpServer::Stdio(c) => {
+                                    self.check_cwd(name, c)?;
+                                    mcp::Server::new(&m.server, None, HeaderMap::new())
+                                }
+                                McpServer::Http(h) => mcp::Server::new(
+                                    &m.server,
+                                    Some(http_client(true)?),
+                                    self.headers(name, h)?,
+                                ),
+                            });
+                            servers.push((&m.server, s.clone()));
+                            s
                         }
                     };
-                    Adapter::Http(HttpTool::new(
-                        client,
-                        h.url.clone(),
-                        headers,
+                    Adapter::Mcp(McpTool::new(
+                        server,
+                        m.tool.clone(),
                         t.timeout,
                         t.max_output_bytes,
                     ))
@@ -209,6 +238,36 @@ impl Config {
             );
         }
         Ok(Registry { tools })
+    }
+
+    fn check_cwd(&self, name: &str, c: &CommandConfig) -> Result<(), ConfigError> {
+        if c.cwd.is_dir() {
+            Ok(())
+        } else {
+            Err(self.error(format!(
+                "tool `{name}`: `cwd` {} is not a directory",
+                c.cwd.display()
+            )))
+        }
+    }
+
+    /// The headers of an `http` tool or server, `${VAR}`s expanded from the environment.
+    fn headers(&self, name: &str, h: &HttpConfig) -> Result<HeaderMap, ConfigError> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &h.headers {
+            let value = config::expand_env(v, |var| std::env::var(var).ok())
+                .map_err(|why| self.error(format!("tool `{name}`: header `{k}`: {why}")))?;
+            let key = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| self.error(format!("tool `{name}`: header `{k}`: {e}")))?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                self.error(format!(
+                    "tool `{name}`: header `{k}`: the value (after expansion) is not a valid header value"
+                ))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+        }
+        Ok(headers)
     }
 }
 
@@ -253,6 +312,7 @@ impl Tools for Registry {
                 Adapter::Command(c) => c.call(&args).await?,
                 Adapter::Http(h) => h.call(&args).await?,
                 Adapter::Mock(m) => m.next_result()?,
+                Adapter::Mcp(m) => m.call(&args).await?,
             };
             if let Some(s) = &entry.output {
                 s.check(&out).map_err(|m| {
