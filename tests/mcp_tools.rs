@@ -549,32 +549,45 @@ fn stdio_servers_are_killed_when_the_registry_outlives_the_runtime() {
     assert!(gone(pid), "the server {pid} outlived the registry");
 }
 
-/// `nanovm serve --transport stdio` as the downstream server: the binary calls itself.
+/// `nanovm serve --transport stdio` as the downstream server: nanovm calls a second nanovm's
+/// `evaluate_expression` as a tool, and a whole program reads its structured result.
 #[tokio::test]
-#[ignore = "needs nanovm serve"]
 async fn nanovm_serve_over_stdio() {
     let exe = env!("CARGO_BIN_EXE_nanovm");
-    let r = config(&format!(
+    let dir = std::env::temp_dir().join(format!("nanovm-mcp-tools-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("downstream.db");
+    let cfg = config(&format!(
         r#"
 [tools.eval]
 kind = "mcp"
-command = [{exe:?}, "serve", "--transport", "stdio"]
+command = [{exe:?}, "serve", "--transport", "stdio", "--config", "none", "--db", {db:?}]
 tool = "evaluate_expression"
 timeout_seconds = 20
+output_schema = {{type = "object", required = ["value", "fuel_used", "fuel_bound"], properties = {{value = {{type = "boolean"}}, fuel_used = {{type = "integer"}}, fuel_bound = {{type = "integer"}}}}}}
 "#
-    ))
-    .registry()
-    .unwrap();
+    ));
+    let r = cfg.registry().unwrap();
     let out = r
         .call(
             "eval",
-            json!({"expression": "$n * 2 + 1", "context": {"n": 20}}),
+            json!({"expression": "$n > 10 and $who == 'ops'", "context": {"data": {"n": 20, "who": "ops"}}}),
         )
         .await
         .unwrap();
-    let value = match &out {
-        Value::Object(m) if m.contains_key("value") => m["value"].clone(),
-        other => other.clone(),
-    };
-    assert_eq!(value, json!(41), "{out}");
+    assert_eq!(out["value"], json!(true), "{out}");
+    assert!(out["fuel_used"].as_u64().unwrap() <= out["fuel_bound"].as_u64().unwrap());
+    // A bad expression is the downstream tool's error, quoted.
+    let err = r
+        .call("eval", json!({"expression": "$n === 1"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("evaluate_expression") && err.contains("==="),
+        "{err}"
+    );
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
 }

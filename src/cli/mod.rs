@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod eval;
 mod run;
+mod serve;
 mod store;
 
 pub use check::{GraphFormat, render_graph};
@@ -46,6 +47,8 @@ enum Command {
         #[command(flatten)]
         db: store::DbArgs,
     },
+    /// Serve the MCP tools (check, run, traces, audit) over stdio or Streamable HTTP.
+    Serve(serve::ServeArgs),
     /// Evaluate one condition against a context in the sandboxed VM.
     Eval(eval::EvalArgs),
     /// Print the long explanation of a diagnostic code (e.g. NV0110), or list every code.
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Graph(args) => check::graph(&args),
         Command::Run(args) => run::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Resume(args) => store::resume(&args),
         Command::Trace(cmd) => store::trace(&cmd),
         Command::Audit(cmd) => store::audit(&cmd),

@@ -59,7 +59,7 @@ pub struct AdapterArgs {
     /// Delay before the first retry of a step with `on_error: retry`, in milliseconds; each
     /// further retry doubles it (at most 30 times this).
     #[arg(long, default_value_t = 1000)]
-    retry_backoff_ms: u64,
+    pub(super) retry_backoff_ms: u64,
 }
 
 /// Limit for context and mocks files.

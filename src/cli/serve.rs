@@ -2,8 +2,10 @@
 
 use super::EXIT_USAGE;
 use super::run::{AdapterArgs, setup};
-use crate::mcp::{NanovmServer, ServerOptions, serve_stdio};
+use crate::mcp::http::HttpOptions;
+use crate::mcp::{NanovmServer, ServerOptions, StoreHealth, serve_stdio};
 use clap::{Args, ValueEnum};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,6 +27,14 @@ pub struct ServeArgs {
     /// HTTP port (default: `$NANOVM_PORT` / `$NANO_VM_MCP_PORT`, else 8080; 0 picks a free one).
     #[arg(long)]
     port: Option<u16>,
+    /// A `Host` name clients may use (repeatable; default: `$NANOVM_ALLOWED_HOSTS`, comma-separated,
+    /// else localhost, 127.0.0.1 and ::1). Needed when clients reach the server by another name.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// A browser origin allowed to call the server, with its scheme (repeatable; default:
+    /// `$NANOVM_ALLOWED_ORIGINS`, else none: requests with an `Origin` header are refused).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
     #[command(flatten)]
     adapters: AdapterArgs,
     #[command(flatten)]
@@ -105,4 +115,114 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     });
     store.close();
     out
+}
+
+/// A list from the environment: comma-separated, blanks dropped.
+fn env_list(names: &[&str]) -> Option<Vec<String>> {
+    env_any(names).map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+/// A number from the environment, or a clear error.
+fn env_number<T: std::str::FromStr>(names: &[&str]) -> Result<Option<T>, String> {
+    match env_any(names) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "{} is `{v}`; it must be a non-negative integer",
+                names.first().copied().unwrap_or_default()
+            )
+        }),
+    }
+}
+
+/// The HTTP options from the flags, then the environment, then the defaults.
+fn http_options(args: &ServeArgs) -> Result<HttpOptions, String> {
+    let mut opts = HttpOptions::default();
+    if let Some(host) = args
+        .host
+        .clone()
+        .or_else(|| env_any(&["NANOVM_HOST", "NANO_VM_MCP_HOST"]))
+    {
+        opts.host = host;
+    }
+    match args.port {
+        Some(p) => opts.port = p,
+        None => {
+            if let Some(p) = env_number(&["NANOVM_PORT", "NANO_VM_MCP_PORT"])? {
+                opts.port = p;
+            }
+        }
+    }
+    opts.api_key = env_any(&["NANOVM_API_KEY", "NANO_VM_MCP_API_KEY"]);
+    if !args.allowed_hosts.is_empty() {
+        opts.allowed_hosts = args.allowed_hosts.clone();
+    } else if let Some(hosts) = env_list(&["NANOVM_ALLOWED_HOSTS"]) {
+        opts.allowed_hosts = hosts;
+    }
+    if !args.allowed_origins.is_empty() {
+        opts.allowed_origins = args.allowed_origins.clone();
+    } else if let Some(origins) = env_list(&["NANOVM_ALLOWED_ORIGINS"]) {
+        opts.allowed_origins = origins;
+    }
+    if let Some(n) = env_number(&["NANOVM_MAX_BODY_BYTES"])? {
+        opts.max_body_bytes = n;
+    }
+    if let Some(n) = env_number(&["NANOVM_MAX_IN_FLIGHT"])? {
+        opts.max_in_flight = n;
+    }
+    if let Some(n) = env_number(&["NANOVM_RATE_PER_MINUTE"])? {
+        opts.rate_per_minute = n;
+    }
+    if let Some(s) = env_number::<u64>(&["NANOVM_SHUTDOWN_GRACE_SECONDS"])? {
+        opts.shutdown_grace = Duration::from_secs(s);
+    }
+    Ok(opts)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn http(args: &ServeArgs, server: NanovmServer) -> Result<(), String> {
+    let opts = http_options(args)?;
+    let listener = opts.bind().await.map_err(|e| e.to_string())?;
+    if let Ok(addr) = listener.local_addr() {
+        // The one line a deployment script waits for (stderr, like every log).
+        eprintln!("nanovm: MCP server at http://{addr}/mcp (health: http://{addr}/health)");
+    }
+    let health = Arc::new(StoreHealth(server.store().clone()));
+    crate::mcp::http::serve(
+        listener,
+        move || Ok(server.clone()),
+        health,
+        opts,
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }

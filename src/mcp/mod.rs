@@ -33,3 +33,16 @@ pub async fn serve_stdio(server: NanovmServer) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Session(e.to_string()))?;
     Ok(())
 }
+
+/// `GET /health` for a store: its path, schema version and row counts, or the error.
+#[derive(Debug, Clone)]
+pub struct StoreHealth(pub crate::store::Store);
+
+impl http::Health for StoreHealth {
+    fn health(&self) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async move {
+            let h = self.0.health().await.map_err(|e| e.to_string())?;
+            serde_json::to_value(h).map_err(|e| e.to_string())
+        })
+    }
+}
