@@ -51,16 +51,54 @@ async fn connect(server: NanovmServer) -> RunningService<RoleClient, ()> {
     ().serve(c).await.unwrap()
 }
 
-async fn run(client: &RunningService<RoleClient, ()>, args: &Map<String, Value>) -> CallToolResult {
-    client
-        .call_tool(CallToolRequestParams::new("run_program").with_arguments(args.clone()))
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &'static str,
+    args: &Map<String, Value>,
+) -> CallToolResult {
+    let r = client
+        .call_tool(CallToolRequestParams::new(tool).with_arguments(args.clone()))
         .await
-        .unwrap()
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    r
+}
+
+async fn run(client: &RunningService<RoleClient, ()>, args: &Map<String, Value>) -> CallToolResult {
+    call(client, "run_program", args).await
 }
 
 fn bench_mcp(c: &mut Criterion) {
     let program = load("mcp_router_nanovm.json");
     let args: Map<String, Value> = json!({"program": program}).as_object().cloned().unwrap();
+    let eval: Map<String, Value> = json!({
+        "expression": "$route.output == 'check_a' and not $missing",
+        "context": {"step_outputs": {"route": "check_a"}, "data": {"missing": false}}
+    })
+    .as_object()
+    .cloned()
+    .unwrap();
+
+    // Client, server and their tasks on one thread (the store's writer has its own): what the
+    // reference's single asyncio loop is compared with.
+    {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = tokio.block_on(connect(server("ct")));
+        let mut g = c.benchmark_group("mcp_current_thread");
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("evaluate_expression_roundtrip", |b| {
+            b.iter(|| black_box(tokio.block_on(call(&client, "evaluate_expression", &eval))));
+        });
+        g.bench_function("run_program_roundtrip", |b| {
+            b.iter(|| black_box(tokio.block_on(run(&client, &args))));
+        });
+        g.finish();
+        tokio.block_on(async { client.cancel().await.unwrap() });
+    }
+
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

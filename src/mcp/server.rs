@@ -74,12 +74,29 @@ impl Default for ServerOptions {
     }
 }
 
+/// Programs larger than this (as pretty JSON) are checked on every call, not cached.
+const CACHED_PROGRAM_BYTES: usize = 64 * 1024;
+/// How many checked programs the cache keeps (it is emptied when full).
+const CACHED_PROGRAMS: usize = 256;
+
+/// A program that passed the checks, ready to run, with its warnings.
+struct Admitted {
+    runnable: Runnable,
+    warnings: Vec<Value>,
+}
+
+/// Checked programs by text and LLM availability: agents send the same program again and
+/// again, and the check's result depends only on these (the catalog is fixed for the server's
+/// life). At most [`CACHED_PROGRAMS`] programs of at most [`CACHED_PROGRAM_BYTES`] each.
+type CheckCache = std::sync::Mutex<std::collections::HashMap<(String, bool), Arc<Admitted>>>;
+
 /// What every session shares.
 struct Engine {
     store: Store,
     adapters: Adapters,
     policy: Value,
     opts: ServerOptions,
+    checked: CheckCache,
 }
 
 /// The nanovm MCP server: one value per session, sharing one store and one tool catalog.
@@ -223,6 +240,7 @@ impl NanovmServer {
                 adapters,
                 policy,
                 opts,
+                checked: CheckCache::default(),
             }),
             tool_router: Self::tool_router(),
         }
@@ -261,23 +279,29 @@ impl NanovmServer {
         })
     }
 
-    /// Check a program's text: the checked program and the warnings, or the rejection.
+    /// Check a program's text: the checked program and its warnings, or the rejection.
     fn admit(
         &self,
         source: &SourceFile,
         has_llm: bool,
-    ) -> Result<(Runnable, Vec<Value>), Box<CallToolResult>> {
-        if source.text().len() > self.engine.opts.max_program_bytes {
+    ) -> Result<Arc<Admitted>, Box<CallToolResult>> {
+        let text = source.text();
+        if text.len() > self.engine.opts.max_program_bytes {
             return Err(Box::new(failure(
                 "too_large",
                 format!(
                     "the program is {} bytes as JSON, over the server's limit of {}",
-                    source.text().len(),
+                    text.len(),
                     self.engine.opts.max_program_bytes
                 ),
             )));
         }
-        let report = check_source(source.text(), &self.check_options(has_llm));
+        let cacheable = text.len() <= CACHED_PROGRAM_BYTES;
+        let key = (text.to_owned(), has_llm);
+        if cacheable && let Some(hit) = self.cache().get(&key) {
+            return Ok(hit.clone());
+        }
+        let report = check_source(text, &self.check_options(has_llm));
         let Some(checked) = report.checked.filter(|_| !has_errors(&report.diagnostics)) else {
             return Err(Box::new(rejected(&report.diagnostics, source)));
         };
@@ -286,7 +310,28 @@ impl NanovmServer {
             .into_iter()
             .filter(|d| d.severity == Severity::Warning)
             .collect();
-        Ok((Runnable::new(checked), diagnostics_json(&warnings, source)))
+        let admitted = Arc::new(Admitted {
+            runnable: Runnable::new(checked),
+            warnings: diagnostics_json(&warnings, source),
+        });
+        if cacheable {
+            let mut cache = self.cache();
+            if cache.len() >= CACHED_PROGRAMS {
+                cache.clear();
+            }
+            cache.insert(key, admitted.clone());
+        }
+        Ok(admitted)
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, bool), Arc<Admitted>>> {
+        // A panic while holding the lock cannot leave the map inconsistent: keep using it.
+        self.engine
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[tool(
@@ -371,7 +416,7 @@ result instead of running again.",
             Err(e) => return failure("invalid_argument", e),
         };
         let llm = self.llm_for(&peer);
-        let (runnable, warnings) = match self.admit(&source, llm.is_some()) {
+        let admitted = match self.admit(&source, llm.is_some()) {
             Ok(ok) => ok,
             Err(rejection) => return *rejection,
         };
@@ -383,8 +428,13 @@ result instead of running again.",
             idempotency_key: args.idempotency_key,
             save_as: args.save_as,
         };
-        match self.engine.store.run(&runtime, &runnable, req).await {
-            Ok(p) => success(&run_result(p, warnings)),
+        match self
+            .engine
+            .store
+            .run(&runtime, &admitted.runnable, req)
+            .await
+        {
+            Ok(p) => success(&run_result(p, admitted.warnings.clone())),
             Err(e) => store_failure(e),
         }
     }
@@ -524,7 +574,7 @@ policy. Returns the same fields as run_program.",
             stored.source,
         );
         let llm = self.llm_for(&peer);
-        let (runnable, warnings) = match self.admit(&source, llm.is_some()) {
+        let admitted = match self.admit(&source, llm.is_some()) {
             Ok(ok) => ok,
             Err(rejection) => return *rejection,
         };
@@ -538,10 +588,10 @@ policy. Returns the same fields as run_program.",
         match self
             .engine
             .store
-            .resume(&runtime, &runnable, &args.trace_id, payload, from)
+            .resume(&runtime, &admitted.runnable, &args.trace_id, payload, from)
             .await
         {
-            Ok(p) => success(&run_result(p, warnings)),
+            Ok(p) => success(&run_result(p, admitted.warnings.clone())),
             Err(e) => store_failure(e),
         }
     }
