@@ -434,7 +434,10 @@ async fn a_suspended_run_resumes_with_its_payload() {
     let (client, _dir) = start("resume").await;
     let program = json!({"name": "approve", "steps": [
         {"id": "ask", "type": "tool", "tool": "approval"},
-        {"id": "notify", "type": "tool", "tool": "echo", "args": {"decision": "$ask"}}
+        {"id": "decide", "type": "condition", "condition": "$__webhook__.approved == true",
+         "then": "pay", "otherwise": "deny"},
+        {"id": "pay", "type": "tool", "tool": "refund", "is_terminal": true},
+        {"id": "deny", "type": "tool", "tool": "echo", "is_terminal": true}
     ]});
     let r = call(&client, "run_program", json!({"program": program})).await;
     assert_eq!(ok(&r)["status"], "suspended");
@@ -448,6 +451,8 @@ async fn a_suspended_run_resumes_with_its_payload() {
     .await;
     assert_eq!(ok(&resumed)["status"], "success");
     assert_eq!(ok(&resumed)["trace_id"], trace_id.as_str());
+    // The payload is `$__webhook__`, as the tool's description says: it chose `pay`.
+    assert_eq!(ok(&resumed)["final_output"], json!({"refunded": true}));
     // A run that is not suspended cannot be resumed.
     let again = call(&client, "resume_program", json!({"trace_id": trace_id})).await;
     assert_eq!(err(&again)["error"], "invalid_state");
@@ -516,8 +521,15 @@ async fn bad_calls_are_clear_errors() {
     );
     // Missing and mistyped arguments: tool errors the model can read.
     let r = call(&client, "run_program", json!({})).await;
-    assert_eq!(r.is_error, Some(true));
+    assert_eq!(err(&r)["error"], "invalid_argument");
     assert!(text(&r).contains("program"), "{}", text(&r));
+    let r = call(
+        &client,
+        "run_program",
+        json!({"program": refund_program(), "save_as": ""}),
+    )
+    .await;
+    assert_eq!(err(&r)["error"], "invalid_argument");
     let r = call(&client, "get_trace", json!({"trace_id": 7})).await;
     assert_eq!(r.is_error, Some(true));
     let r = call(

@@ -210,6 +210,8 @@ async fn shutdown_signal() {
 
 async fn http(args: &ServeArgs, server: NanovmServer) -> Result<(), String> {
     let opts = http_options(args)?;
+    // Refuse bad options before announcing anything.
+    opts.validate().map_err(|e| e.to_string())?;
     let listener = opts.bind().await.map_err(|e| e.to_string())?;
     if let Ok(addr) = listener.local_addr() {
         // The one line a deployment script waits for (stderr, like every log).

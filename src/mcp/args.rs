@@ -112,7 +112,8 @@ pub enum ResumeSource {
 pub struct ResumeArgs {
     /// The suspended run's id.
     pub trace_id: String,
-    /// The answer the suspended step was waiting for: it becomes that step's output.
+    /// The answer the suspended step was waiting for: the resumed run reads it as
+    /// `$__webhook__` (the suspended step's own output stays "PENDING").
     #[serde(default)]
     pub payload: Option<Value>,
     /// Who resumes the run (recorded in the trace).

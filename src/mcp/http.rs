@@ -123,7 +123,9 @@ impl HttpOptions {
             })
     }
 
-    fn validate(&self) -> Result<(), HttpError> {
+    /// Refuse options that cannot be served (a wildcard origin, zero limits, an empty key);
+    /// [`serve`] and [`router`] check them too.
+    pub fn validate(&self) -> Result<(), HttpError> {
         let bad = |option: &'static str, reason: &str| {
             Err(HttpError::BadOption {
                 option,

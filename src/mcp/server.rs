@@ -136,9 +136,10 @@ fn success(value: &impl Serialize) -> CallToolResult {
 fn store_failure(e: StoreError) -> CallToolResult {
     let kind = match &e {
         StoreError::NoRun(_) | StoreError::NoSecret(_) => "not_found",
-        StoreError::KeyConflict { .. } | StoreError::BadKey(_) | StoreError::SecretConflict(_) => {
-            "invalid_argument"
-        }
+        StoreError::KeyConflict { .. }
+        | StoreError::BadKey(_)
+        | StoreError::BadName(_)
+        | StoreError::SecretConflict(_) => "invalid_argument",
         StoreError::Secret(_) => "invalid_argument",
         StoreError::NotSuspended { .. } | StoreError::ProgramDeleted { .. } => "invalid_state",
         _ => "store",
@@ -548,8 +549,10 @@ same program again saves it again.",
 
     #[tool(
         description = "Resume a suspended run (status `suspended`: a tool answered PENDING) with \
-the payload it was waiting for; the payload becomes the suspended step's output and the run \
-continues where that step leads. The program is checked again against the current tools and \
+the payload it was waiting for. The run continues where the suspended step leads (its \
+next_step, or the next step); the payload is readable as `$__webhook__` (e.g. \
+`$__webhook__.approved`) and the source as `$__webhook_source__`, while the suspended step's \
+own output stays \"PENDING\". The program is checked again against the current tools and \
 policy. Returns the same fields as run_program.",
         output_schema = schema_for_output::<RunResult>(),
         annotations(
@@ -738,7 +741,24 @@ impl ServerHandler for NanovmServer {
             ));
         }
         let tcc = ToolCallContext::new(self, request, context);
-        self.tool_router.call(tcc).await
+        match self.tool_router.call(tcc).await? {
+            // rmcp answers arguments that do not deserialize with a text-only error: give it
+            // the structured form every other tool error has.
+            CallToolResponse::Complete(mut r)
+                if r.is_error == Some(true) && r.structured_content.is_none() =>
+            {
+                let message = r
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                r.structured_content =
+                    Some(json!({"error": "invalid_argument", "message": message}));
+                Ok(CallToolResponse::Complete(r))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn list_tools(
