@@ -67,12 +67,16 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 fn server(dir: &std::path::Path, config: &str) -> NanovmServer {
+    server_with(dir, config, ServerOptions::default())
+}
+
+fn server_with(dir: &std::path::Path, config: &str, opts: ServerOptions) -> NanovmServer {
     let config = Config::from_toml_str(config, dir.join("nanovm.toml")).unwrap();
     let adapters = Adapters::from_config(&config).unwrap();
     let store = Store::open(dir.join("nanovm.db"), StoreOptions::default()).unwrap();
     let opts = ServerOptions {
         retry_backoff: Duration::from_millis(1),
-        ..ServerOptions::default()
+        ..opts
     };
     NanovmServer::new(store, adapters, opts)
 }
@@ -555,6 +559,29 @@ async fn bad_calls_are_clear_errors() {
     )
     .await;
     assert_eq!(ok(&r)["valid"], true);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_program_over_the_size_limit_is_refused_before_checking() {
+    let dir = tempdir("too-large");
+    let opts = ServerOptions {
+        max_program_bytes: 200,
+        ..ServerOptions::default()
+    };
+    let client = connect(server_with(&dir, CONFIG, opts), ()).await;
+    for tool in ["check_program", "run_program"] {
+        let r = call(&client, tool, json!({"program": refund_program()})).await;
+        assert_eq!(err(&r)["error"], "too_large", "{tool}");
+        assert!(
+            text(&r).contains("over the server's limit of 200"),
+            "{}",
+            text(&r)
+        );
+    }
+    let small = json!({"steps": [{"id": "a", "type": "tool", "tool": "echo"}]});
+    let r = call(&client, "run_program", json!({"program": small})).await;
+    assert_eq!(ok(&r)["status"], "success");
     client.cancel().await.unwrap();
 }
 

@@ -280,23 +280,27 @@ impl NanovmServer {
         })
     }
 
+    /// The `too_large` error of a program over the server's size limit.
+    fn too_large(&self, source: &SourceFile) -> Option<CallToolResult> {
+        let (len, max) = (source.text().len(), self.engine.opts.max_program_bytes);
+        (len > max).then(|| {
+            failure(
+                "too_large",
+                format!("the program is {len} bytes as JSON, over the server's limit of {max}"),
+            )
+        })
+    }
+
     /// Check a program's text: the checked program and its warnings, or the rejection.
     fn admit(
         &self,
         source: &SourceFile,
         has_llm: bool,
     ) -> Result<Arc<Admitted>, Box<CallToolResult>> {
-        let text = source.text();
-        if text.len() > self.engine.opts.max_program_bytes {
-            return Err(Box::new(failure(
-                "too_large",
-                format!(
-                    "the program is {} bytes as JSON, over the server's limit of {}",
-                    text.len(),
-                    self.engine.opts.max_program_bytes
-                ),
-            )));
+        if let Some(e) = self.too_large(source) {
+            return Err(Box::new(e));
         }
+        let text = source.text();
         let cacheable = text.len() <= CACHED_PROGRAM_BYTES;
         let key = (text.to_owned(), has_llm);
         if cacheable && let Some(hit) = self.cache().get(&key) {
@@ -359,15 +363,8 @@ no errors (`valid: true`) is what run_program accepts; warnings do not block a r
             Ok(s) => s,
             Err(e) => return failure("invalid_argument", e),
         };
-        if source.text().len() > self.engine.opts.max_program_bytes {
-            return failure(
-                "too_large",
-                format!(
-                    "the program is {} bytes as JSON, over the server's limit of {}",
-                    source.text().len(),
-                    self.engine.opts.max_program_bytes
-                ),
-            );
+        if let Some(e) = self.too_large(&source) {
+            return e;
         }
         let has_llm = self.llm_for(&peer).is_some();
         let report = check_source(source.text(), &self.check_options(has_llm));
@@ -498,7 +495,15 @@ number of runs and the last run's time. Every program run is saved; save_as name
     async fn get_program(&self, Parameters(args): Parameters<ProgramIdArgs>) -> CallToolResult {
         match self.engine.store.get_program(&args.program_id).await {
             Ok(Some(p)) => {
-                let program: Value = serde_json::from_str(&p.source).unwrap_or(Value::Null);
+                let program: Value = match serde_json::from_str(&p.source) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return failure(
+                            "store",
+                            format!("the stored program `{}` is not valid JSON: {e}", p.hash),
+                        );
+                    }
+                };
                 success(&json!({
                     "program_id": p.hash,
                     "name": p.name,
