@@ -176,7 +176,7 @@ pub fn run(args: &RunArgs) -> u8 {
                     return Err(format!(
                         "the context file `{}` must hold a JSON object, not {}",
                         display_name(path),
-                        json_kind(&other)
+                        crate::json::describe(&other)
                     ));
                 }
             },
@@ -300,17 +300,6 @@ pub(super) fn print_trace(trace: &Trace, format: Format) -> u8 {
     match trace.status {
         Status::Success | Status::Suspended => EXIT_OK,
         Status::Failed | Status::BudgetExceeded | Status::Stalled => EXIT_INVALID,
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -109,6 +109,19 @@ impl Node {
     }
 }
 
+/// "a string", "an object", …: a decoded value's JSON type, for messages.
+pub fn describe(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// NV0004: `what` (the document, a file) is `size` bytes, over `limit`. The one wording for
 /// every layer that enforces the size limit.
 pub fn too_large(what: &str, size: u64, limit: usize) -> Diagnostic {

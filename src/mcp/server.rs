@@ -147,31 +147,6 @@ fn store_failure(e: StoreError) -> CallToolResult {
     failure(kind, e.to_string())
 }
 
-/// The program argument as a source file the checker reads and diagnostics point into:
-/// pretty-printed, keys in the order the client sent them.
-fn program_source(program: &Value) -> Result<SourceFile, String> {
-    if !program.is_object() {
-        return Err(format!(
-            "`program` must be a JSON object (a Program with a `steps` array), not {}",
-            kind_of(program)
-        ));
-    }
-    let text = serde_json::to_string_pretty(program)
-        .map_err(|e| format!("cannot read the program: {e}"))?;
-    Ok(SourceFile::new("program.json", text))
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn count(diags: &[Diagnostic], severity: Severity) -> usize {
     diags.iter().filter(|d| d.severity == severity).count()
 }
@@ -280,15 +255,33 @@ impl NanovmServer {
         })
     }
 
-    /// The `too_large` error of a program over the server's size limit.
-    fn too_large(&self, source: &SourceFile) -> Option<CallToolResult> {
-        let (len, max) = (source.text().len(), self.engine.opts.max_program_bytes);
-        (len > max).then(|| {
-            failure(
+    /// The program argument as a source file the checker reads and diagnostics point into:
+    /// pretty-printed, keys in the order the client sent them; a tool error when it is not an
+    /// object or is over the server's size limit.
+    fn program_source(&self, program: &Value) -> Result<SourceFile, Box<CallToolResult>> {
+        if !program.is_object() {
+            return Err(Box::new(failure(
+                "invalid_argument",
+                format!(
+                    "`program` must be a JSON object (a Program with a `steps` array), not {}",
+                    crate::json::describe(program)
+                ),
+            )));
+        }
+        let text = serde_json::to_string_pretty(program).map_err(|e| {
+            Box::new(failure(
+                "invalid_argument",
+                format!("cannot read the program: {e}"),
+            ))
+        })?;
+        let (len, max) = (text.len(), self.engine.opts.max_program_bytes);
+        if len > max {
+            return Err(Box::new(failure(
                 "too_large",
                 format!("the program is {len} bytes as JSON, over the server's limit of {max}"),
-            )
-        })
+            )));
+        }
+        Ok(SourceFile::new("program.json", text))
     }
 
     /// Check a program's text: the checked program and its warnings, or the rejection.
@@ -297,9 +290,6 @@ impl NanovmServer {
         source: &SourceFile,
         has_llm: bool,
     ) -> Result<Arc<Admitted>, Box<CallToolResult>> {
-        if let Some(e) = self.too_large(source) {
-            return Err(Box::new(e));
-        }
         let text = source.text();
         let cacheable = text.len() <= CACHED_PROGRAM_BYTES;
         let key = (text.to_owned(), has_llm);
@@ -359,13 +349,10 @@ no errors (`valid: true`) is what run_program accepts; warnings do not block a r
         Parameters(args): Parameters<CheckArgs>,
         peer: Peer<RoleServer>,
     ) -> CallToolResult {
-        let source = match program_source(&args.program.0) {
+        let source = match self.program_source(&args.program.0) {
             Ok(s) => s,
-            Err(e) => return failure("invalid_argument", e),
+            Err(e) => return *e,
         };
-        if let Some(e) = self.too_large(&source) {
-            return e;
-        }
         let has_llm = self.llm_for(&peer).is_some();
         let report = check_source(source.text(), &self.check_options(has_llm));
         let diags = &report.diagnostics;
@@ -409,9 +396,9 @@ result instead of running again.",
         Parameters(args): Parameters<RunArgs>,
         peer: Peer<RoleServer>,
     ) -> CallToolResult {
-        let source = match program_source(&args.program.0) {
+        let source = match self.program_source(&args.program.0) {
             Ok(s) => s,
-            Err(e) => return failure("invalid_argument", e),
+            Err(e) => return *e,
         };
         let llm = self.llm_for(&peer);
         let admitted = match self.admit(&source, llm.is_some()) {
