@@ -48,16 +48,10 @@ impl CommandTool {
         let input = serde_json::to_vec(args)
             .map_err(|e| CallError::Failed(format!("cannot encode the arguments: {e}")))?;
         let c = &self.config;
-        let mut cmd = Command::new(&c.program);
-        cmd.args(&c.args)
-            .envs(&c.env)
-            .current_dir(&c.cwd)
-            .stdin(Stdio::piped())
+        let mut cmd = group_command(c);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        #[cfg(unix)]
-        cmd.process_group(0);
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| {
             CallError::Failed(format!("cannot start `{}`: {e}", c.program.display()))
         })?;
@@ -229,4 +223,17 @@ fn group_kill_command(pid: u32) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     c
+}
+
+/// The process of a command config: its argv, environment and directory, killed on drop and
+/// leading its own process group (see [`GroupGuard`]).
+pub(super) fn group_command(c: &CommandConfig) -> Command {
+    let mut cmd = Command::new(&c.program);
+    cmd.args(&c.args)
+        .envs(&c.env)
+        .current_dir(&c.cwd)
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    cmd.process_group(0);
+    cmd
 }

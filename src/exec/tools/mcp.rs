@@ -18,7 +18,7 @@
 //! connection that fails or closes. A child and its process group are killed when the
 //! registry is dropped (or when a dead connection is replaced), so none outlives a run.
 
-use super::command::GroupGuard;
+use super::command::{GroupGuard, group_command};
 use super::config::{CommandConfig, McpServer};
 use crate::exec::adapter::{CallError, excerpt};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -38,7 +38,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 
 /// How many bytes of a child's stderr are kept (the last ones).
 const STDERR_KEEP: usize = 4096;
@@ -152,13 +151,7 @@ impl Server {
         );
         match &self.target {
             Target::Stdio(c) => {
-                let mut cmd = Command::new(&c.program);
-                cmd.args(&c.args)
-                    .envs(&c.env)
-                    .current_dir(&c.cwd)
-                    .kill_on_drop(true);
-                #[cfg(unix)]
-                cmd.process_group(0);
+                let cmd = group_command(c);
                 let (transport, stderr) = TokioChildProcess::builder(cmd)
                     .stderr(Stdio::piped())
                     .spawn()
