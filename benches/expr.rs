@@ -21,6 +21,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nanovm::expr::names::Context;
 use nanovm::expr::types::TypeEnv;

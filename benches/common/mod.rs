@@ -2,6 +2,10 @@
 //! mock LLM and the refund pipeline's tools. Not every bench uses every item.
 #![allow(dead_code)]
 
+/// The allocator of the `nanovm` binary (src/main.rs), so that the benches measure what it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use nanovm::exec::adapter::{BoxFuture, CallError, Llm, LlmReply, LlmRequest};
 use nanovm::exec::native::NativeTools;
 use serde_json::{Value, json};
