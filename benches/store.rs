@@ -17,7 +17,7 @@ use common::{YesNo, load, refund_tools};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nanovm::check::{Options, check_source};
 use nanovm::exec::{Runnable, Runtime, Status};
-use nanovm::store::{RunRequest, Store, StoreOptions};
+use nanovm::store::{Content, RunRequest, Store, StoreOptions};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -36,9 +36,9 @@ fn bench_store(c: &mut Criterion) {
     let refund = Runnable::new(report.checked.expect("the scenario program checks"));
     let rt = Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools()));
     let req = RunRequest {
-        program: program.clone(),
+        program: Content::of(&program),
         context: ctx.clone(),
-        policy: json!({"tools": {}}),
+        policy: Content::of(&json!({"tools": {}})),
         idempotency_key: None,
         save_as: None,
     };

@@ -14,7 +14,7 @@ use nanovm::check::{Options, check_source};
 use nanovm::exec::mock::Mocks;
 use nanovm::exec::{Runnable, Runtime, Source, Status};
 use nanovm::store::{
-    Break, Erasure, Persisted, RunRequest, SCHEMA_VERSION, Store, StoreError, StoreOptions,
+    Break, Content, Erasure, Persisted, RunRequest, SCHEMA_VERSION, Store, StoreError, StoreOptions,
 };
 use rusqlite::Connection;
 use serde_json::{Value, json};
@@ -78,9 +78,9 @@ fn request(program: &Value, context: Value, key: Option<&str>) -> RunRequest {
         panic!("context must be an object")
     };
     RunRequest {
-        program: program.clone(),
+        program: Content::of(program),
         context,
-        policy: json!({"tools": {"lookup_order": {"allowed": true}}}),
+        policy: Content::of(&json!({"tools": {"lookup_order": {"allowed": true}}})),
         idempotency_key: key.map(str::to_owned),
         save_as: None,
     }

@@ -13,8 +13,8 @@ use nanovm::check::{Options, check_source};
 use nanovm::exec::mock::Mocks;
 use nanovm::exec::{Runnable, Runtime, Source, Status};
 use nanovm::store::{
-    Deletion, Persisted, RunRequest, SCHEMA_VERSION, Store, StoreError, StoreOptions, content_hash,
-    create_at_schema_version,
+    Content, Deletion, Persisted, RunRequest, SCHEMA_VERSION, Store, StoreError, StoreOptions,
+    content_hash, create_at_schema_version,
 };
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
@@ -78,9 +78,9 @@ fn mocked(program: &Value, mocks: Value) -> (Runnable, Runtime) {
 
 fn request(program: &Value, save_as: Option<&str>) -> RunRequest {
     RunRequest {
-        program: program.clone(),
+        program: Content::of(program),
         context: serde_json::Map::new(),
-        policy: json!({"tools": {}}),
+        policy: Content::of(&json!({"tools": {}})),
         idempotency_key: None,
         save_as: save_as.map(str::to_owned),
     }

@@ -11,7 +11,7 @@ use crate::exec::mock::Mocks;
 use crate::exec::secrets::{self, SecretTools};
 use crate::exec::setup::Adapters;
 use crate::exec::{Observer, RunOptions, Runnable, Runtime, Status, StepRecord, StepStatus, Trace};
-use crate::store::RunRequest;
+use crate::store::{Content, RunRequest};
 use clap::Args;
 use serde_json::{Map, Value, json};
 use std::io::{IsTerminal, Write};
@@ -211,9 +211,9 @@ pub fn run(args: &RunArgs) -> u8 {
                     let program: Value = serde_json::from_str(checked.source.text())
                         .map_err(|e| format!("the program is not valid JSON: {e}"))?;
                     let req = RunRequest {
-                        program,
+                        program: Content::of(&program),
                         context,
-                        policy,
+                        policy: Content::of(&policy),
                         idempotency_key: args.idempotency_key.clone(),
                         save_as: None,
                     };

@@ -23,7 +23,7 @@ use crate::exec::{RunOptions, Runnable, Runtime, Source, Trace};
 use crate::expr::names::Context;
 use crate::expr::{Limits, analyze, class_of, env_from_context, runtime_diagnostic};
 use crate::source::SourceFile;
-use crate::store::{Deletion, Erasure, Persisted, RunRequest, Store, StoreError};
+use crate::store::{Content, Deletion, Erasure, Persisted, RunRequest, Store, StoreError};
 use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
@@ -83,6 +83,8 @@ const CACHED_PROGRAMS: usize = 256;
 struct Admitted {
     runnable: Runnable,
     warnings: Vec<Value>,
+    /// The program's canonical text and id, made at its first run.
+    content: std::sync::OnceLock<Content>,
 }
 
 /// Checked programs by text and LLM availability: agents send the same program again and
@@ -94,7 +96,7 @@ type CheckCache = std::sync::Mutex<std::collections::HashMap<(String, bool), Arc
 struct Engine {
     store: Store,
     adapters: Adapters,
-    policy: Value,
+    policy: Content,
     opts: ServerOptions,
     checked: CheckCache,
 }
@@ -209,7 +211,7 @@ fn run_result(p: Persisted, warnings: Vec<Value>) -> RunResult {
 impl NanovmServer {
     /// A server over a store, with the LLM, tools and policy of `adapters`.
     pub fn new(store: Store, adapters: Adapters, opts: ServerOptions) -> Self {
-        let policy = adapters.policy_snapshot();
+        let policy = Content::of(&adapters.policy_snapshot());
         Self {
             engine: Arc::new(Engine {
                 store,
@@ -308,6 +310,7 @@ impl NanovmServer {
         let admitted = Arc::new(Admitted {
             runnable: Runnable::new(checked),
             warnings: diagnostics_json(&warnings, source),
+            content: std::sync::OnceLock::new(),
         });
         if cacheable {
             let mut cache = self.cache();
@@ -407,7 +410,12 @@ result instead of running again.",
         };
         let runtime = self.runtime(llm);
         let req = RunRequest {
-            program: args.program.0,
+            // The cache's key is the program's text, so an admitted program's content is
+            // this program's.
+            program: admitted
+                .content
+                .get_or_init(|| Content::of(&args.program.0))
+                .clone(),
             context: args.context.unwrap_or_default(),
             policy: self.engine.policy.clone(),
             idempotency_key: args.idempotency_key,

@@ -835,3 +835,32 @@ pub fn content_hash(v: &Value) -> (String, String) {
     h.bytes(text.as_bytes());
     (h.finish_hex(), text)
 }
+
+/// A program or policy as the store keeps it: its canonical JSON and that text's sha256
+/// (the program id, the policy hash), computed once. Clones share both, so a caller that
+/// runs one program many times (the MCP server caches them) does not canonicalise and hash
+/// it again for every run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content(Arc<(String, String)>);
+
+impl Content {
+    pub fn of(v: &Value) -> Self {
+        Self(Arc::new(content_hash(v)))
+    }
+
+    /// The sha256 of the canonical text, in hex.
+    pub fn hash(&self) -> &str {
+        &self.0.0
+    }
+
+    /// The canonical JSON text.
+    pub fn text(&self) -> &str {
+        &self.0.1
+    }
+}
+
+impl From<&Value> for Content {
+    fn from(v: &Value) -> Self {
+        Self::of(v)
+    }
+}

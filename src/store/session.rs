@@ -8,7 +8,7 @@
 //! that is intact up to its last committed envelope.
 
 use super::chain::{Link, genesis};
-use super::{Store, StoreError, content_hash, corrupt, now_ms, now_text};
+use super::{Content, Store, StoreError, corrupt, now_ms, now_text};
 use crate::exec::canon;
 use crate::exec::secrets::{self, Secret, SecretTools};
 use crate::exec::{
@@ -23,12 +23,13 @@ use std::time::Duration;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
-    /// The program's JSON (stored content-addressed).
-    pub program: Value,
+    /// The program's canonical JSON and id (stored content-addressed): `Content::of(&json)`,
+    /// made once per program by callers that run it repeatedly.
+    pub program: Content,
     /// The initial data; `{"$secret": …}` values go to the vault.
     pub context: Map<String, Value>,
     /// The policy snapshot the run is governed by (its hash is in every envelope).
-    pub policy: Value,
+    pub policy: Content,
     pub idempotency_key: Option<String>,
     /// Store the program under this name (renaming it if it is already stored). Without it,
     /// a newly stored program takes its own `name`, and a stored one keeps its name.
@@ -88,8 +89,6 @@ impl Store {
             return Err(StoreError::BadName(n.len()));
         }
         let found = secrets::extract(&mut context)?;
-        let (program_hash, program_text) = content_hash(&program);
-        let (policy_hash, policy_text) = content_hash(&policy);
         let mut context_text = Vec::new();
         // Writing to a Vec cannot fail.
         let _ = canon::write_object(&context, &mut context_text);
@@ -101,10 +100,8 @@ impl Store {
             run_id: run_id.clone(),
             program_name: prog.name().to_owned(),
             save_as,
-            program_hash,
-            program_text,
-            policy_hash: policy_hash.clone(),
-            policy_text,
+            program,
+            policy: policy.clone(),
             context_text,
             key: idempotency_key,
             secrets: found
@@ -131,7 +128,7 @@ impl Store {
                         let trace = self.stored_trace(&id).await?;
                         return Ok(Persisted {
                             run_id: id,
-                            program_id: begin.program_hash.clone(),
+                            program_id: begin.program.hash().to_owned(),
                             trace,
                             replayed: true,
                             took_over: None,
@@ -162,13 +159,13 @@ impl Store {
             index: 0,
             prev: genesis(&run_id),
         };
-        let (rt, recorder) = self.recording(runtime, &run_id, &policy_hash, chain, values, error);
+        let (rt, recorder) = self.recording(runtime, &run_id, policy.hash(), chain, values, error);
         let run = rt.run_as(prog, context, run_id.clone());
         let outcome = self.with_lease(&run_id, &recorder.error, run).await;
         let trace = self.finish(&run_id, outcome, &recorder).await?;
         Ok(Persisted {
             run_id,
-            program_id: begin.program_hash.clone(),
+            program_id: begin.program.hash().to_owned(),
             trace,
             replayed: false,
             took_over,
@@ -425,10 +422,8 @@ struct BeginRow {
     program_name: String,
     /// The name the program is stored under, replacing a stored one.
     save_as: Option<String>,
-    program_hash: String,
-    program_text: String,
-    policy_hash: String,
-    policy_text: String,
+    program: Content,
+    policy: Content,
     context_text: String,
     key: Option<String>,
     /// id → canonical JSON of the value.
@@ -446,8 +441,8 @@ impl BeginRow {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            known.remove(&self.program_hash);
-            known.remove(&self.policy_hash);
+            known.remove(self.program.hash());
+            known.remove(self.policy.hash());
         }
         out
     }
@@ -465,7 +460,7 @@ impl BeginRow {
             Err(p) => p.into_inner(),
         };
         // A known hash is stored and not deleted (deleting it forgets it).
-        if self.save_as.is_none() && known.contains(&self.program_hash) {
+        if self.save_as.is_none() && known.contains(self.program.hash()) {
             return Ok(());
         }
         match &self.save_as {
@@ -475,7 +470,7 @@ impl BeginRow {
                      ON CONFLICT (hash) DO UPDATE SET name = excluded.name,
                          source = excluded.source, deleted_at = NULL",
                 )?
-                .execute(params![self.program_hash, name, self.program_text, now])?,
+                .execute(params![self.program.hash(), name, self.program.text(), now])?,
             None => c
                 .prepare_cached(
                     "INSERT INTO programs (hash, name, source, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -483,13 +478,13 @@ impl BeginRow {
                      WHERE programs.deleted_at IS NOT NULL",
                 )?
                 .execute(params![
-                    self.program_hash,
+                    self.program.hash(),
                     self.program_name,
-                    self.program_text,
+                    self.program.text(),
                     now
                 ])?,
         };
-        known.insert(self.program_hash.clone());
+        known.insert(self.program.hash().to_owned());
         Ok(())
     }
 
@@ -504,11 +499,11 @@ impl BeginRow {
                 .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             if let Some((run_id, program_hash, status, lease)) = held {
-                if program_hash != self.program_hash {
+                if program_hash != self.program.hash() {
                     return Err(StoreError::KeyConflict {
                         key: key.clone(),
                         found: program_hash,
-                        given: self.program_hash.clone(),
+                        given: self.program.hash().to_owned(),
                     });
                 }
                 if status != "running" {
@@ -532,12 +527,12 @@ impl BeginRow {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if !known.contains(&self.policy_hash) {
+        if !known.contains(self.policy.hash()) {
             c.prepare_cached(
                 "INSERT OR IGNORE INTO policies (hash, policy, created_at) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![self.policy_hash, self.policy_text, now])?;
-            known.insert(self.policy_hash.clone());
+            .execute(params![self.policy.hash(), self.policy.text(), now])?;
+            known.insert(self.policy.hash().to_owned());
         }
         drop(known);
         for (id, value) in &self.secrets {
@@ -563,8 +558,8 @@ impl BeginRow {
         )?
         .execute(params![
             self.run_id,
-            self.program_hash,
-            self.policy_hash,
+            self.program.hash(),
+            self.policy.hash(),
             self.program_name,
             self.key,
             now,
@@ -579,7 +574,7 @@ impl BeginRow {
                  VALUES (?1, ?2, ?3, ?4, ?4)
                  ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, updated_at = excluded.updated_at",
             )?
-            .execute(params![key, self.run_id, self.program_hash, now])?;
+            .execute(params![key, self.run_id, self.program.hash(), now])?;
         }
         Ok(Begin::Started { took_over })
     }
