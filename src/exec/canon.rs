@@ -62,7 +62,7 @@ pub(crate) fn put(v: &Value, out: &mut Vec<u8>) {
 }
 
 /// Append an integer in decimal.
-fn put_u64(n: u64, out: &mut Vec<u8>) {
+pub(crate) fn put_u64(n: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(decimal(n, &mut [0; 20]));
 }
 

@@ -5,6 +5,7 @@
 //! `state_hash`, the snapshots' Merkle root, token and cost totals.
 
 use super::adapter::Usage;
+use super::canon;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -136,6 +137,94 @@ pub struct StepRecord {
     /// SHA-256 of the canonical state after this top-level step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_hash: Option<String>,
+}
+
+impl StepRecord {
+    /// The record as canonical JSON (an audit envelope's payload), written directly: the
+    /// same text as `canon::to_string(&serde_json::to_value(record))` (a test compares
+    /// them), without building the value tree.
+    pub fn canonical(&self) -> String {
+        // Every field, so that a new one cannot be forgotten here.
+        let StepRecord {
+            step_id,
+            status,
+            output,
+            error,
+            retries,
+            usage,
+            duration_ms,
+            parent,
+            fuel,
+            state_hash,
+        } = self;
+        let mut out = Vec::with_capacity(192);
+        // Keys in byte order.
+        out.extend_from_slice(b"{\"duration_ms\":");
+        put_f64(*duration_ms, &mut out);
+        out.extend_from_slice(b",\"error\":");
+        put_opt_str(error.as_deref(), &mut out);
+        if let Some(f) = fuel {
+            out.extend_from_slice(b",\"fuel\":");
+            canon::put_u64(u64::from(*f), &mut out);
+        }
+        out.extend_from_slice(b",\"output\":");
+        canon::put(output, &mut out);
+        if let Some(p) = parent {
+            out.extend_from_slice(b",\"parent\":");
+            canon::put_str(p, &mut out);
+        }
+        out.extend_from_slice(b",\"retries\":");
+        canon::put_u64(u64::from(*retries), &mut out);
+        if let Some(h) = state_hash {
+            out.extend_from_slice(b",\"state_hash\":");
+            canon::put_str(h, &mut out);
+        }
+        out.extend_from_slice(b",\"status\":\"");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"step_id\":");
+        canon::put_str(step_id, &mut out);
+        out.extend_from_slice(b",\"usage\":");
+        match usage {
+            None => out.extend_from_slice(b"null"),
+            Some(Usage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens,
+                cost_usd,
+            }) => {
+                out.extend_from_slice(b"{\"completion_tokens\":");
+                canon::put_u64(*completion_tokens, &mut out);
+                if let Some(c) = cost_usd {
+                    out.extend_from_slice(b",\"cost_usd\":");
+                    put_f64(*c, &mut out);
+                }
+                out.extend_from_slice(b",\"prompt_tokens\":");
+                canon::put_u64(*prompt_tokens, &mut out);
+                out.extend_from_slice(b",\"total_tokens\":");
+                canon::put_u64(*total_tokens, &mut out);
+                out.push(b'}');
+            }
+        }
+        out.push(b'}');
+        // Only UTF-8 was written (string fields are escaped from `&str`).
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+/// A float as serde_json serialises it into a value: a number, or `null` when not finite.
+fn put_f64(x: f64, out: &mut Vec<u8>) {
+    match serde_json::Number::from_f64(x) {
+        Some(n) => canon::put(&Value::Number(n), out),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn put_opt_str(s: Option<&str>, out: &mut Vec<u8>) {
+    match s {
+        Some(s) => canon::put_str(s, out),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// Per-run counters (the reference's `StepMetrics`): one per top-level step by type, and
@@ -306,6 +395,61 @@ mod tests {
             assert_eq!(u.get_version_num(), 4, "{id}");
             assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
             assert_eq!(&u.hyphenated().to_string(), id);
+        }
+    }
+
+    #[test]
+    fn canonical_records_match_the_value_path() {
+        let usage = |cost| Usage {
+            prompt_tokens: 12,
+            completion_tokens: 3,
+            total_tokens: 15,
+            cost_usd: cost,
+        };
+        let base = StepRecord {
+            step_id: "s\u{e9}p \"1\"".into(),
+            status: StepStatus::Success,
+            output: serde_json::json!({"b": [1, 1.5, "x\n", null], "a": {"z": true, "é": -7}}),
+            error: None,
+            retries: 0,
+            usage: None,
+            duration_ms: 0.0,
+            parent: None,
+            fuel: None,
+            state_hash: None,
+        };
+        let records = [
+            base.clone(),
+            StepRecord {
+                status: StepStatus::Failed,
+                output: Value::Null,
+                error: Some("boom\t\u{1}".into()),
+                retries: 3,
+                usage: Some(usage(None)),
+                duration_ms: 12.34,
+                parent: Some("par".into()),
+                fuel: Some(7),
+                state_hash: Some("ab".repeat(32)),
+                ..base.clone()
+            },
+            StepRecord {
+                status: StepStatus::Skipped,
+                usage: Some(usage(Some(0.000_125))),
+                duration_ms: 1e-7,
+                output: Value::String("yes".into()),
+                ..base.clone()
+            },
+            StepRecord {
+                status: StepStatus::Pending,
+                duration_ms: f64::NAN,
+                usage: Some(usage(Some(f64::INFINITY))),
+                output: serde_json::json!(u64::MAX),
+                ..base
+            },
+        ];
+        for r in &records {
+            let via_value = serde_json::to_value(r).map(|v| canon::to_string(&v));
+            assert_eq!(via_value.ok(), Some(r.canonical()), "{r:?}");
         }
     }
 }

@@ -695,17 +695,7 @@ impl Observer for Recorder {
         if let Some(n) = &self.next {
             n.step_finished(record);
         }
-        let payload = match serde_json::to_value(record) {
-            Ok(v) => canon::to_string(&v),
-            Err(e) => {
-                let mut g = match self.error.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
-                g.get_or_insert(StoreError::Database(e.to_string()));
-                return;
-            }
-        };
+        let payload = record.canonical();
         let mut chain = match self.chain.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
