@@ -751,7 +751,7 @@ impl Decoder {
             StepType::Llm if !has("prompt") => {
                 self.missing(
                     at,
-                    &ptr,
+                    ptr,
                     node,
                     "prompt",
                     "an llm step needs a `prompt`",
@@ -761,7 +761,7 @@ impl Decoder {
             StepType::Tool if !has("tool") => {
                 self.missing(
                     at,
-                    &ptr,
+                    ptr,
                     node,
                     "tool",
                     "a tool step needs a `tool`",
@@ -772,7 +772,7 @@ impl Decoder {
                 if !has("condition") {
                     self.missing(
                         at,
-                        &ptr,
+                        ptr,
                         node,
                         "condition",
                         "a condition step needs a `condition`",
@@ -783,7 +783,7 @@ impl Decoder {
                     s.flow_ok = false;
                     self.missing(
                         at,
-                        &ptr,
+                        ptr,
                         node,
                         "then",
                         "a condition step needs `then` or `otherwise`",
@@ -794,7 +794,7 @@ impl Decoder {
             StepType::Parallel if !has("parallel_steps") => {
                 self.missing(
                     at,
-                    &ptr,
+                    ptr,
                     node,
                     "parallel_steps",
                     "a parallel step needs `parallel_steps`",
