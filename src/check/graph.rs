@@ -13,8 +13,9 @@
 //! dominator tree in O(1) when S has a single reachable entry and by one search per queried
 //! step otherwise.
 
+use super::HashMap;
 use crate::program::{OnError, Program, StepType};
-use std::collections::HashMap;
+use smallvec::SmallVec;
 
 /// How a step is entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +57,9 @@ pub struct Graph {
     ids: HashMap<String, usize>,
     steps: Vec<StepFlow>,
 }
+
+/// Successors (or predecessors, children) of a node: a condition has at most three.
+type Succ = SmallVec<[NodeId; 3]>;
 
 /// A node of the state graph: `index * 2 + entry`.
 pub(crate) type NodeId = usize;
@@ -100,6 +104,11 @@ impl Graph {
 
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// Step id → index (see [`Graph::index_of`]).
+    pub(crate) fn ids(&self) -> &HashMap<String, usize> {
+        &self.ids
     }
 
     /// The index of the step (or of the parallel step holding the sub-step) with this id.
@@ -215,13 +224,13 @@ pub(crate) struct Analysis {
     idom: Vec<usize>,
     pre: Vec<u32>,
     post: Vec<u32>,
-    succ: Vec<Vec<NodeId>>,
+    succ: Vec<Succ>,
 }
 
 impl Analysis {
     fn new(g: &Graph) -> Self {
         let n = g.node_count();
-        let mut succ = vec![Vec::new(); n];
+        let mut succ = vec![Succ::new(); n];
         let mut ends = vec![false; n];
         let mut buf = Vec::new();
         for (i, s) in succ.iter_mut().enumerate() {
@@ -229,7 +238,7 @@ impl Analysis {
             if let Some(x) = ends.get_mut(i) {
                 *x = e;
             }
-            s.clone_from(&buf);
+            *s = Succ::from_slice(&buf);
         }
         let mut a = Analysis {
             reachable: vec![false; n],
@@ -329,7 +338,7 @@ impl Analysis {
                 self.shortest = Some(path_to(&prev, v));
                 return;
             }
-            for &w in self.succ.get(v).map_or(&[][..], Vec::as_slice) {
+            for &w in self.succ.get(v).map_or(&[][..], |s| s.as_slice()) {
                 if let Some(s) = seen.get_mut(w)
                     && !*s
                 {
@@ -357,7 +366,7 @@ impl Analysis {
             if self.ends.get(v).copied().unwrap_or(false) && best.is_none_or(|(b, _)| lv > b) {
                 best = Some((lv, v));
             }
-            for &w in self.succ.get(v).map_or(&[][..], Vec::as_slice) {
+            for &w in self.succ.get(v).map_or(&[][..], |s| s.as_slice()) {
                 if let Some(lw) = len.get_mut(w)
                     && lv + 1 > *lw
                 {
@@ -380,9 +389,9 @@ impl Analysis {
                 *r = i;
             }
         }
-        let mut preds: Vec<Vec<NodeId>> = vec![Vec::new(); n];
+        let mut preds: Vec<Succ> = vec![Succ::new(); n];
         for &v in rpo {
-            for &w in self.succ.get(v).map_or(&[][..], Vec::as_slice) {
+            for &w in self.succ.get(v).map_or(&[][..], |s| s.as_slice()) {
                 if let Some(p) = preds.get_mut(w) {
                     p.push(v);
                 }
@@ -409,7 +418,7 @@ impl Analysis {
             changed = false;
             for &v in rpo.iter().skip(1) {
                 let mut new: Option<usize> = None;
-                for &p in preds.get(v).map_or(&[][..], Vec::as_slice) {
+                for &p in preds.get(v).map_or(&[][..], |s| s.as_slice()) {
                     if idom.get(p).copied().unwrap_or(usize::MAX) == usize::MAX {
                         continue;
                     }
@@ -429,7 +438,7 @@ impl Analysis {
             }
         }
         // Number the dominator tree (children lists, iterative DFS).
-        let mut children: Vec<Vec<NodeId>> = vec![Vec::new(); n];
+        let mut children: Vec<Succ> = vec![Succ::new(); n];
         for &v in rpo.iter().skip(1) {
             let d = self.idom.get(v).copied().unwrap_or(usize::MAX);
             if let Some(c) = children.get_mut(d) {

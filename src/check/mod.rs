@@ -15,7 +15,11 @@ use crate::json;
 use crate::program::{self, Program, Step, StepType};
 use crate::source::Span;
 use graph::{Entry, Graph};
-use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The checker's maps (keys are step ids and names from the program): foldhash, seeded per
+/// process, instead of SipHash.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 
 pub use refs::{Part, Template};
 
@@ -26,7 +30,7 @@ pub struct Options {
     pub expr: expr::Limits,
     /// The tools a run can call. When present, a tool step naming a tool the catalog lacks
     /// or the policy denies is an error, and tool outputs are typed by their schemas.
-    pub catalog: Option<std::sync::Arc<catalog::Catalog>>,
+    pub catalog: Option<Arc<catalog::Catalog>>,
     /// When set, the run will have no LLM: every llm step is an error (NV0036) whose help is
     /// this text (what to configure).
     pub no_llm: Option<String>,
@@ -41,7 +45,7 @@ pub struct CheckedProgram {
     conditions: Vec<Option<Condition>>,
     /// Every prompt, system text and argument string, split at its `$references`, by the
     /// JSON pointer of the string (`/steps/1/prompt`, `/steps/0/args/order_id`).
-    texts: HashMap<String, Template>,
+    texts: HashMap<String, Arc<Template>>,
 }
 
 impl CheckedProgram {
@@ -60,7 +64,7 @@ impl CheckedProgram {
     /// The parsed template of the text at a JSON pointer (see [`text_pointers`]); `None` for a
     /// text without `$`, which is used verbatim.
     pub fn text(&self, pointer: &str) -> Option<&Template> {
-        self.texts.get(pointer)
+        self.texts.get(pointer).map(|t| &**t)
     }
 }
 
@@ -159,7 +163,7 @@ pub fn check_source(text: &str, opts: &Options) -> Report {
             graph: None,
         };
     };
-    let (program, decoded) = program::decode(&root);
+    let (program, decoded) = program::decode_owned(root);
     diagnostics.extend(decoded);
     let Some(program) = program else {
         return Report {
@@ -185,10 +189,18 @@ pub fn check_program(program: Program, opts: &Options, mut diagnostics: Vec<Diag
     diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
     let checked = match graph {
         Some(graph) if !has_errors(&diagnostics) => {
+            // Equal texts (`$order_id` in every step) share one parse.
+            let mut parsed: HashMap<&str, Arc<Template>> = HashMap::default();
             let texts = text_pointers(&program)
                 .into_iter()
-                .map(|(ptr, text)| (ptr, Template::parse(text)))
+                .map(|(ptr, text)| {
+                    let t = parsed
+                        .entry(text)
+                        .or_insert_with(|| Arc::new(Template::parse(text)));
+                    (ptr, Arc::clone(t))
+                })
                 .collect();
+            drop(parsed);
             Some(CheckedProgram {
                 program,
                 graph,
@@ -225,10 +237,12 @@ pub fn text_pointers(p: &Program) -> Vec<(String, &str)> {
             }
         }
         if let Some(args) = &s.args {
-            let mut strings = Vec::new();
-            let mut ptr = format!("{}/args", s.pointer);
-            refs::collect_strings(args, &mut ptr, &mut strings);
-            out.extend(strings.into_iter().map(|(p, t)| (p, t.value.as_str())));
+            let mut ptr = String::with_capacity(s.pointer.len() + 32);
+            ptr.push_str(&s.pointer);
+            ptr.push_str("/args");
+            refs::visit_strings(args, &mut ptr, &mut |p, t| {
+                out.push((p.to_owned(), t.value.as_str()));
+            });
         }
     }
     out
@@ -258,14 +272,18 @@ impl Checker<'_> {
     fn run(&mut self) -> (Option<Graph>, Option<GraphView>, Vec<Option<Condition>>) {
         let p = self.p;
         // Ids: the first occurrence is the one references go to.
-        let mut ids: HashMap<String, usize> = HashMap::new();
-        let mut top: HashMap<&str, usize> = HashMap::new();
+        let n = p.steps.len();
+        let mut ids: HashMap<String, usize> =
+            HashMap::with_capacity_and_hasher(n, Default::default());
+        let mut top: HashMap<&str, usize> =
+            HashMap::with_capacity_and_hasher(n, Default::default());
         for (i, s) in p.steps.iter().enumerate() {
             if let Some(id) = &s.id {
                 top.entry(id.value.as_str()).or_insert(i);
             }
         }
-        let mut first_span: HashMap<&str, Span> = HashMap::new();
+        let mut first_span: HashMap<&str, Span> =
+            HashMap::with_capacity_and_hasher(n, Default::default());
         for (i, s) in all_steps(p) {
             let Some(id) = &s.id else { continue };
             if let Some(first) = first_span.get(id.value.as_str()) {
@@ -299,7 +317,7 @@ impl Checker<'_> {
         let mut analysis = None;
         let mut view = None;
         if flow_ok {
-            let g = Graph::build(p, &top, ids.clone());
+            let g = Graph::build(p, &top, std::mem::take(&mut ids));
             let mut a = g.analyze();
             view = Some(self.view(&g, &a));
             if !guesses.is_empty() {
@@ -308,13 +326,14 @@ impl Checker<'_> {
                 // not reported again as unreachable steps (no knock-on errors, DESIGN §3).
                 let mut jumps = top.clone();
                 jumps.extend(guesses.iter().map(|(name, i)| (name.as_str(), *i)));
-                a = Graph::build(p, &jumps, ids.clone()).analyze();
+                a = Graph::build(p, &jumps, HashMap::default()).analyze();
             }
             self.flow(&g, &a);
             analysis = Some(a);
             graph = Some(g);
         }
-        let conditions = refs::check_references(self, &ids, analysis.as_ref());
+        let ids = graph.as_ref().map_or(&ids, Graph::ids);
+        let conditions = refs::check_references(self, ids, analysis.as_ref());
         (graph, view, conditions)
     }
 
@@ -327,11 +346,8 @@ impl Checker<'_> {
     ) -> Vec<(String, usize)> {
         let p = self.p;
         let mut guesses = Vec::new();
-        let names: Vec<&str> = {
-            let mut v: Vec<&str> = top.keys().copied().collect();
-            v.sort_unstable();
-            v
-        };
+        // Sorted when a target is missing.
+        let mut names: Option<Vec<&str>> = None;
         for s in &p.steps {
             for (field, t) in [
                 ("then", &s.then),
@@ -353,7 +369,18 @@ impl Checker<'_> {
                         "`{}` is a parallel sub-step; only top-level steps can be jumped to",
                         t.value
                     ));
-                } else if let Some(m) = did_you_mean(&t.value, names.iter().copied(), 3) {
+                } else if let Some(m) = did_you_mean(
+                    &t.value,
+                    names
+                        .get_or_insert_with(|| {
+                            let mut v: Vec<&str> = top.keys().copied().collect();
+                            v.sort_unstable();
+                            v
+                        })
+                        .iter()
+                        .copied(),
+                    3,
+                ) {
                     d = d.with_help(format!("did you mean `{m}`?"));
                     if let Some(i) = top.get(m) {
                         guesses.push((t.value.clone(), *i));
@@ -368,7 +395,7 @@ impl Checker<'_> {
     /// `output_key` equal to a step id or to another `output_key`.
     fn output_keys(&mut self, ids: &HashMap<&str, Span>) {
         let p = self.p;
-        let mut keys: HashMap<&str, Span> = HashMap::new();
+        let mut keys: HashMap<&str, Span> = HashMap::default();
         for (_, s) in all_steps(p) {
             let Some(k) = &s.output_key else { continue };
             if let Some(id_span) = ids.get(k.value.as_str()) {

@@ -1,6 +1,7 @@
 //! References: every condition and every `$path` in prompts, system texts and args, typed
 //! against what the program's steps produce and whether they have run at that point.
 
+use super::HashMap;
 use super::catalog::Catalog;
 use super::graph::{Analysis, NodeId, RanCache};
 use super::{Checker, all_steps};
@@ -12,7 +13,9 @@ use crate::expr::{self, Condition};
 use crate::json::{Kind, Node, Str};
 use crate::program::{OnError, Step, StepType};
 use crate::source::Span;
-use std::collections::{BTreeMap, HashMap};
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// A prompt, system text or argument string split at its `$path` references.
@@ -205,8 +208,8 @@ pub(super) fn check_references(
 ) -> Vec<Option<Condition>> {
     let p = c.p;
     let catalog = c.opts.catalog.as_deref();
-    let mut steps = HashMap::new();
-    let mut output_keys = HashMap::new();
+    let mut steps = HashMap::with_capacity_and_hasher(p.steps.len(), Default::default());
+    let mut output_keys = HashMap::default();
     for (i, s) in all_steps(p) {
         let parent = p.steps.get(i).filter(|t| !std::ptr::eq(*t, s));
         let mut ty = None;
@@ -260,7 +263,7 @@ pub(super) fn check_references(
         {
             continue;
         }
-        let site: Vec<NodeId> = analysis
+        let site: SmallVec<[NodeId; 2]> = analysis
             .map(|a| a.reachable_nodes(i).collect())
             .unwrap_or_default();
         // Unreachable steps (reported) have no sites: every step counts as run there, so only
@@ -318,22 +321,20 @@ pub(super) fn check_references(
             }
         }
         if let Some(args) = &s.args {
-            let mut strings = Vec::new();
-            let mut ptr = format!("{}/args", s.pointer);
-            collect_strings(args, &mut ptr, &mut strings);
-            for (ptr, text) in strings {
+            let mut ptr = String::new();
+            visit_strings(args, &mut ptr, &mut |rel, text| {
                 let refs = template_refs(&text.value);
                 if refs.is_empty() {
-                    continue;
+                    return;
                 }
                 for d in ref_diagnostics(&mut ctx, &refs, &site) {
                     let d = d
                         .map_spans(|sp| text.source_span(sp))
-                        .with_pointer(ptr.clone())
+                        .with_pointer(format!("{}/args{rel}", s.pointer))
                         .with_step_id(s.id_str());
                     c.diags.push(d);
                 }
-            }
+            });
         }
     }
     conditions
@@ -387,21 +388,20 @@ fn ref_diagnostics(
     out
 }
 
-/// The strings of an args tree that contain a `$`, with their JSON pointers (built in one
-/// buffer; only the strings kept allocate their pointer).
-pub(super) fn collect_strings<'n>(
+/// Call `f` with every string of an args tree that contains a `$` and its JSON pointer below
+/// `ptr` (built in one buffer, so a string allocates nothing unless `f` keeps its pointer).
+pub(super) fn visit_strings<'n>(
     node: &'n Node,
     ptr: &mut String,
-    out: &mut Vec<(String, &'n Str)>,
+    f: &mut impl FnMut(&str, &'n Str),
 ) {
     match &node.kind {
-        Kind::String(s) if s.value.contains('$') => out.push((ptr.clone(), s)),
+        Kind::String(s) if s.value.contains('$') => f(ptr, s),
         Kind::Array(items) => {
             for (i, x) in items.iter().enumerate() {
                 let len = ptr.len();
-                ptr.push('/');
-                ptr.push_str(&i.to_string());
-                collect_strings(x, ptr, out);
+                let _ = write!(ptr, "/{i}");
+                visit_strings(x, ptr, f);
                 ptr.truncate(len);
             }
         }
@@ -409,7 +409,7 @@ pub(super) fn collect_strings<'n>(
             for m in ms {
                 let len = ptr.len();
                 crate::json::push_pointer_segment(ptr, &m.key.value);
-                collect_strings(&m.value, ptr, out);
+                visit_strings(&m.value, ptr, f);
                 ptr.truncate(len);
             }
         }

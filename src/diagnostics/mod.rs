@@ -137,8 +137,9 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur: Vec<usize> = Vec::with_capacity(b.len() + 1);
     for (i, ca) in a.chars().enumerate() {
-        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.clear();
         cur.push(i + 1);
         for (j, cb) in b.iter().enumerate() {
             let sub = prev.get(j).copied().unwrap_or(usize::MAX) + usize::from(ca != *cb);
@@ -150,7 +151,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
             let ins = cur.last().copied().unwrap_or(usize::MAX).saturating_add(1);
             cur.push(sub.min(del).min(ins));
         }
-        prev = cur;
+        std::mem::swap(&mut prev, &mut cur);
     }
     prev.last().copied().unwrap_or(0)
 }
@@ -161,11 +162,13 @@ pub fn did_you_mean<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
     max: usize,
 ) -> Option<&'a str> {
+    let chars = name.chars().count();
     candidates
         .into_iter()
         .filter(|c| *c != name)
         // Edits ≥ the difference in characters, and a character is at most 4 bytes.
         .filter(|c| c.len().abs_diff(name.len()) <= 4 * max)
+        .filter(|c| c.chars().count().abs_diff(chars) <= max)
         .map(|c| (edit_distance(name, c), c))
         .filter(|(d, _)| *d <= max)
         .min_by_key(|(d, _)| *d)

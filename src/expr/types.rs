@@ -5,7 +5,7 @@
 
 use super::ast::{CmpOp, Expr, ExprKind, Lit, LogicOp};
 use super::names::{Segment, SlotPath};
-use crate::diagnostics::{Code, Diagnostic, did_you_mean};
+use crate::diagnostics::{Code, Diagnostic, did_you_mean, edit_distance};
 use crate::source::Span;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -123,14 +123,13 @@ pub struct TypeEnv {
 /// once per check, however many times it occurs (the check stays linear).
 #[derive(Debug, Default)]
 pub struct Suggestions {
+    /// In no particular order: ties go to the smallest name, as if sorted.
     names: Vec<String>,
     cache: std::sync::Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Suggestions {
-    pub fn new(mut names: Vec<String>) -> Self {
-        names.sort_unstable();
-        names.dedup();
+    pub fn new(names: Vec<String>) -> Self {
         Self {
             names,
             cache: std::sync::Mutex::default(),
@@ -144,10 +143,29 @@ impl Suggestions {
         if max == 0 {
             return None;
         }
-        let compute =
-            || did_you_mean(name, self.names.iter().map(String::as_str), max).map(str::to_owned);
+        // `did_you_mean` over the sorted names: the closest, the first in order among equals.
+        let compute = || {
+            let chars = name.chars().count();
+            self.names
+                .iter()
+                .map(String::as_str)
+                .filter(|c| *c != name)
+                .filter(|c| c.len().abs_diff(name.len()) <= 4 * max)
+                .filter(|c| c.chars().count().abs_diff(chars) <= max)
+                .map(|c| (edit_distance(name, c), c))
+                .filter(|(d, _)| *d <= max)
+                .min()
+                .map(|(_, c)| c.to_owned())
+        };
         match self.cache.lock() {
-            Ok(mut cache) => cache.entry(name.to_owned()).or_insert_with(compute).clone(),
+            Ok(mut cache) => {
+                if let Some(hit) = cache.get(name) {
+                    return hit.clone();
+                }
+                let found = compute();
+                cache.insert(name.to_owned(), found.clone());
+                found
+            }
             Err(_) => compute(),
         }
     }

@@ -12,7 +12,10 @@ pub use string::Str;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
 use jsonc_parser::ast;
-use jsonc_parser::{CollectOptions, CommentCollectionStrategy, ParseOptions};
+use jsonc_parser::tokens::Token;
+use jsonc_parser::{
+    CollectOptions, CommentCollectionStrategy, ParseOptions, Scanner, ScannerOptions,
+};
 use std::collections::HashMap;
 
 /// Input limits of one JSON document.
@@ -137,6 +140,10 @@ pub fn too_large(what: &str, size: u64, limit: usize) -> Diagnostic {
 /// Append `/key` to a JSON pointer, escaping `~` and `/` (RFC 6901).
 pub fn push_pointer_segment(ptr: &mut String, key: &str) {
     ptr.push('/');
+    if !key.contains(['~', '/']) {
+        ptr.push_str(key);
+        return;
+    }
     for c in key.chars() {
         match c {
             '~' => ptr.push_str("~0"),
@@ -186,6 +193,14 @@ pub fn parse(text: &str, limits: &Limits) -> Parsed {
             limits.max_bytes,
         ));
     }
+    if let Some((root, diagnostics)) = Builder::parse(text, limits.max_depth.min(FAST_MAX_DEPTH)) {
+        return Parsed {
+            root: Some(root),
+            diagnostics,
+        };
+    }
+    // Too deep, not strict JSON, or nested beyond the fast path: the depth scan, then
+    // jsonc-parser's own parser finds the error, with its position and kind.
     if let Some(at) = too_deep(text, limits.max_depth) {
         return fail(
             Diagnostic::new(
@@ -295,6 +310,197 @@ fn too_deep(text: &str, max: usize) -> Option<usize> {
     None
 }
 
+/// Containers the fast path nests; deeper documents (only with raised limits) take the
+/// general path, whose parser has its own depth limit.
+const FAST_MAX_DEPTH: usize = 200;
+
+/// The fast path of [`parse`]: one pass over jsonc-parser's scanner (strict options) that
+/// builds the tree directly. It accepts exactly strict RFC 8259 JSON within the depth limit
+/// and gives up (`None`) at the first token that is not, leaving the error to the depth scan
+/// and jsonc-parser's parser, so every syntax diagnostic is the parser's. Its own diagnostics (strings, duplicate keys) come in the same
+/// order as the general path's.
+struct Builder<'t> {
+    text: &'t str,
+    scanner: Scanner<'t>,
+    diagnostics: Vec<Diagnostic>,
+    /// Members and items of the open containers, innermost last.
+    members: Vec<Member>,
+    items: Vec<Node>,
+    depth: usize,
+    /// Nesting beyond this gives up (the general path reports it).
+    max_depth: usize,
+}
+
+/// Members an object holds before duplicate keys are found with a map instead of a scan.
+const DUPLICATE_SCAN_MAX: usize = 16;
+
+impl<'t> Builder<'t> {
+    fn parse(text: &'t str, max_depth: usize) -> Option<(Node, Vec<Diagnostic>)> {
+        let options = ScannerOptions {
+            allow_single_quoted_strings: false,
+            allow_hexadecimal_numbers: false,
+            allow_unary_plus_numbers: false,
+            allow_bare_decimal_point_numbers: false,
+            allow_non_finite_numbers: false,
+            allow_extended_string_escapes: false,
+        };
+        let mut b = Builder {
+            text,
+            scanner: Scanner::new(text, &options),
+            diagnostics: Vec::new(),
+            members: Vec::new(),
+            items: Vec::new(),
+            depth: 0,
+            max_depth,
+        };
+        let first = b.next()?;
+        let root = b.value(first)?;
+        match b.scanner.scan() {
+            Ok(None) => Some((root, b.diagnostics)),
+            _ => None,
+        }
+    }
+
+    /// The next token; `None` at the end of the text, on a scanner error or a comment.
+    fn next(&mut self) -> Option<Token<'t>> {
+        match self.scanner.scan() {
+            Ok(Some(Token::CommentLine(_) | Token::CommentBlock(_))) | Ok(None) | Err(_) => None,
+            Ok(Some(t)) => Some(t),
+        }
+    }
+
+    fn token_span(&self) -> Span {
+        Span::new(self.scanner.token_start(), self.scanner.token_end())
+    }
+
+    fn string(&mut self, decoded: &str, span: Span) -> Str {
+        match Str::from_source(self.text, span) {
+            Ok(s) => s,
+            Err(d) => {
+                self.diagnostics.push(*d);
+                Str::opaque(decoded.to_owned(), span)
+            }
+        }
+    }
+
+    fn value(&mut self, token: Token<'t>) -> Option<Node> {
+        let span = self.token_span();
+        let kind = match token {
+            Token::Null => Kind::Null,
+            Token::Boolean(b) => Kind::Bool(b),
+            Token::Number(n) => Kind::Number(n.into()),
+            Token::String(s) => Kind::String(self.string(&s, span)),
+            Token::OpenBracket => return self.array(span.start),
+            Token::OpenBrace => return self.object(span.start),
+            _ => return None,
+        };
+        Some(Node { span, kind })
+    }
+
+    fn array(&mut self, start: usize) -> Option<Node> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            return None;
+        }
+        let base = self.items.len();
+        let mut token = self.next()?;
+        if !matches!(token, Token::CloseBracket) {
+            loop {
+                let item = self.value(token)?;
+                self.items.push(item);
+                match self.next()? {
+                    Token::Comma => token = self.next()?,
+                    Token::CloseBracket => break,
+                    _ => return None,
+                }
+                // A trailing comma: the general path reports it.
+                if matches!(token, Token::CloseBracket) {
+                    return None;
+                }
+            }
+        }
+        self.depth -= 1;
+        let items: Vec<Node> = self.items.drain(base..).collect();
+        Some(Node {
+            span: Span::new(start, self.scanner.token_end()),
+            kind: Kind::Array(items),
+        })
+    }
+
+    fn object(&mut self, start: usize) -> Option<Node> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            return None;
+        }
+        let base = self.members.len();
+        // Keys seen, once the object is too large to scan: key → its first span.
+        let mut seen: Option<HashMap<String, Span>> = None;
+        let mut token = self.next()?;
+        if !matches!(token, Token::CloseBrace) {
+            loop {
+                let Token::String(k) = token else {
+                    return None;
+                };
+                let key_span = self.token_span();
+                let key = self.string(&k, key_span);
+                let own = self.members.get(base..).unwrap_or_default();
+                if seen.is_none() && own.len() >= DUPLICATE_SCAN_MAX {
+                    seen = Some(
+                        own.iter()
+                            .rev()
+                            .map(|m| (m.key.value.clone(), m.key.span))
+                            .collect(),
+                    );
+                }
+                let first = match &mut seen {
+                    Some(map) => match map.get(&key.value) {
+                        Some(sp) => Some(*sp),
+                        None => {
+                            map.insert(key.value.clone(), key_span);
+                            None
+                        }
+                    },
+                    None => own
+                        .iter()
+                        .find(|m| m.key.value == key.value)
+                        .map(|m| m.key.span),
+                };
+                if let Some(first) = first {
+                    self.diagnostics.push(duplicate_key(&key, key_span, first));
+                }
+                if !matches!(self.next()?, Token::Colon) {
+                    return None;
+                }
+                let t = self.next()?;
+                let value = self.value(t)?;
+                self.members.push(Member { key, value });
+                match self.next()? {
+                    Token::Comma => token = self.next()?,
+                    Token::CloseBrace => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        let members: Vec<Member> = self.members.drain(base..).collect();
+        Some(Node {
+            span: Span::new(start, self.scanner.token_end()),
+            kind: Kind::Object(members),
+        })
+    }
+}
+
+fn duplicate_key(key: &Str, key_span: Span, first: Span) -> Diagnostic {
+    Diagnostic::new(
+        Code::DuplicateKey,
+        key_span,
+        format!("duplicate key \"{}\"", key.value),
+    )
+    .with_label("repeated here")
+    .with_secondary(first, "first defined here")
+    .with_help("JSON readers disagree on which value wins; keep one")
+}
+
 struct Converter<'t> {
     text: &'t str,
     diagnostics: Vec<Diagnostic>,
@@ -335,16 +541,7 @@ impl Converter<'_> {
                     let key = self.string(key_range, key_text);
                     let key_span = Self::span(key_range);
                     if let Some(first) = seen.get(key_text) {
-                        self.diagnostics.push(
-                            Diagnostic::new(
-                                Code::DuplicateKey,
-                                key_span,
-                                format!("duplicate key \"{}\"", key.value),
-                            )
-                            .with_label("repeated here")
-                            .with_secondary(*first, "first defined here")
-                            .with_help("JSON readers disagree on which value wins; keep one"),
-                        );
+                        self.diagnostics.push(duplicate_key(&key, key_span, *first));
                     } else {
                         seen.insert(key_text, key_span);
                     }

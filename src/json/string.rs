@@ -69,7 +69,9 @@ impl Str {
             .get(span.start + 1..span.end.saturating_sub(1))
             .ok_or_else(|| bad(span.start, 1, "unterminated string"))?;
         let base = span.start + 1;
-        if !raw.contains(|c: char| c == '\\' || c < ' ') {
+        // Both are ASCII, so a byte scan finds exactly the chars (no UTF-8 continuation byte is
+        // below 0x80).
+        if !raw.bytes().any(|b| b == b'\\' || b < b' ') {
             return Ok(Self::plain(raw.to_owned(), span));
         }
         let mut value = String::with_capacity(raw.len());

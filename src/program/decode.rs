@@ -6,6 +6,8 @@ use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 use crate::expr::types::Type;
 use crate::json::{Kind, Member, Node, is_integer_text};
 use crate::source::Span;
+use smallvec::SmallVec;
+use std::fmt::Write as _;
 
 /// Top-level fields, in the reference's order (plus the `inputs` extension).
 pub const FIELDS_PROGRAM: &[&str] = &[
@@ -53,24 +55,113 @@ pub const MAX_STEPS: usize = 100_000;
 /// Decode a program. Returns the model (absent only when the root is not an object) and every
 /// diagnostic, each with its JSON pointer and step id.
 pub fn decode(root: &Node) -> (Option<Program>, Vec<Diagnostic>) {
-    let mut d = Decoder {
-        diags: Vec::new(),
-        count: 0,
-    };
-    let p = d.program(root);
+    let (mut p, d) = Decoder::run(root);
+    if let Some(p) = &mut p {
+        fill_args(&mut p.steps, &mut d.args.iter(), &mut |path| {
+            node_at(root, path).cloned()
+        });
+    }
     (p, d.diags)
+}
+
+/// [`decode`] of a tree that is not needed afterwards: `args` trees are moved out of it
+/// rather than copied.
+pub(crate) fn decode_owned(mut root: Node) -> (Option<Program>, Vec<Diagnostic>) {
+    let (mut p, d) = Decoder::run(&root);
+    if let Some(p) = &mut p {
+        fill_args(&mut p.steps, &mut d.args.iter(), &mut |path| {
+            node_at_mut(&mut root, path).map(|n| {
+                let span = n.span;
+                std::mem::replace(
+                    n,
+                    Node {
+                        span,
+                        kind: Kind::Null,
+                    },
+                )
+            })
+        });
+    }
+    (p, d.diags)
+}
+
+/// Where a node sits in the tree: member or item indices from the root.
+type TreePath = SmallVec<[u32; 8]>;
+
+/// Give every step with `args` (a placeholder until now) its tree, in decoding order (a step,
+/// then its sub-steps).
+fn fill_args<'a>(
+    steps: &mut [Step],
+    paths: &mut impl Iterator<Item = &'a TreePath>,
+    get: &mut impl FnMut(&[u32]) -> Option<Node>,
+) {
+    for s in steps {
+        if let Some(args) = &mut s.args
+            && let Some(node) = paths.next().and_then(|p| get(p))
+        {
+            *args = node;
+        }
+        fill_args(&mut s.parallel_steps, paths, get);
+    }
+}
+
+fn child_node(n: &Node, i: u32) -> Option<&Node> {
+    let i = usize::try_from(i).ok()?;
+    match &n.kind {
+        Kind::Object(ms) => ms.get(i).map(|m| &m.value),
+        Kind::Array(items) => items.get(i),
+        _ => None,
+    }
+}
+
+fn node_at<'n>(root: &'n Node, path: &[u32]) -> Option<&'n Node> {
+    path.iter().try_fold(root, |n, i| child_node(n, *i))
+}
+
+fn node_at_mut<'n>(root: &'n mut Node, path: &[u32]) -> Option<&'n mut Node> {
+    let mut n = root;
+    for &i in path {
+        let i = usize::try_from(i).ok()?;
+        n = match &mut n.kind {
+            Kind::Object(ms) => &mut ms.get_mut(i)?.value,
+            Kind::Array(items) => items.get_mut(i)?,
+            _ => return None,
+        };
+    }
+    Some(n)
+}
+
+fn index(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 struct Decoder {
     diags: Vec<Diagnostic>,
+    /// Errors among `diags`.
+    errors: usize,
     count: usize,
+    /// The tree path of the value being decoded.
+    path: TreePath,
+    /// The tree path of every `args` object, in decoding order (the steps hold placeholders).
+    args: Vec<TreePath>,
 }
 
-/// Where a value sits: its pointer and the step it belongs to.
+/// Where a value sits: its pointer (`ptr`, then `/field` when there is one; only a
+/// diagnostic spells it out) and the step it belongs to.
 #[derive(Clone, Copy)]
 struct At<'a> {
     ptr: &'a str,
+    field: Option<&'a str>,
     step: Option<&'a str>,
+}
+
+impl At<'_> {
+    fn pointer(&self) -> String {
+        match self.field {
+            Some(f) => child(self.ptr, f),
+            None => self.ptr.to_owned(),
+        }
+    }
 }
 
 fn child(ptr: &str, key: &str) -> String {
@@ -81,9 +172,24 @@ fn child(ptr: &str, key: &str) -> String {
 }
 
 impl Decoder {
+    fn run(root: &Node) -> (Option<Program>, Self) {
+        let mut d = Decoder {
+            diags: Vec::new(),
+            errors: 0,
+            count: 0,
+            path: TreePath::new(),
+            args: Vec::new(),
+        };
+        let p = d.program(root);
+        (p, d)
+    }
+
     fn push(&mut self, at: At<'_>, d: Diagnostic) {
+        if d.is_error() {
+            self.errors += 1;
+        }
         self.diags
-            .push(d.with_pointer(at.ptr).with_step_id(at.step));
+            .push(d.with_pointer(at.pointer()).with_step_id(at.step));
     }
 
     fn wrong_type(&mut self, at: At<'_>, node: &Node, field: &str, want: &str) {
@@ -126,11 +232,11 @@ impl Decoder {
         known: &[&'static str],
         at: At<'_>,
         what: &str,
-    ) -> Vec<(&'static str, &'n Member)> {
+    ) -> SmallVec<[(&'static str, u32, &'n Member); 8]> {
         // Known fields are fewer than 64: a bit per field.
         let mut seen = 0u64;
-        let mut out = Vec::with_capacity(members.len());
-        for m in members {
+        let mut out = SmallVec::with_capacity(members.len());
+        for (idx, m) in members.iter().enumerate() {
             let key = m.key.value.as_str();
             match known.iter().position(|k| *k == key) {
                 Some(i) => {
@@ -138,7 +244,7 @@ impl Decoder {
                     if seen & bit == 0 {
                         seen |= bit;
                         if let Some(k) = known.get(i) {
-                            out.push((*k, m));
+                            out.push((*k, index(idx), m));
                         }
                     }
                 }
@@ -160,7 +266,8 @@ impl Decoder {
                     };
                     self.push(
                         At {
-                            ptr: &child(at.ptr, key),
+                            ptr: &child(&at.pointer(), key),
+                            field: None,
                             ..at
                         },
                         d,
@@ -275,6 +382,7 @@ impl Decoder {
     fn program(&mut self, root: &Node) -> Option<Program> {
         let at = At {
             ptr: "",
+            field: None,
             step: None,
         };
         let Kind::Object(members) = &root.kind else {
@@ -307,10 +415,11 @@ impl Decoder {
             span: root.span,
         };
         let mut has_steps = false;
-        for (field, m) in self.fields(members, FIELDS_PROGRAM, at, "a program") {
+        for (field, idx, m) in self.fields(members, FIELDS_PROGRAM, at, "a program") {
             let ptr = child("", field);
             let fat = At {
                 ptr: &ptr,
+                field: None,
                 step: None,
             };
             let v = &m.value;
@@ -337,7 +446,9 @@ impl Decoder {
                                 .with_help("add a step such as {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"t\"}"),
                         );
                     }
+                    self.path.push(idx);
                     p.steps = self.steps(items, &ptr, false);
+                    self.path.pop();
                 }
             }
         }
@@ -345,6 +456,7 @@ impl Decoder {
             self.push(
                 At {
                     ptr: "/steps",
+                    field: None,
                     step: None,
                 },
                 Diagnostic::new(
@@ -363,10 +475,12 @@ impl Decoder {
         let members = self.object(node, at, "inputs")?;
         let mut out = Vec::with_capacity(members.len());
         let mut ok = true;
+        let base = at.pointer();
         for m in members {
-            let ptr = child(at.ptr, &m.key.value);
+            let ptr = child(&base, &m.key.value);
             let iat = At {
                 ptr: &ptr,
+                field: None,
                 step: None,
             };
             let Some(t) = self.string(&m.value, iat, &format!("inputs.{}", m.key.value)) else {
@@ -424,7 +538,11 @@ impl Decoder {
             self.count += 1;
             if self.count == MAX_STEPS + 1 {
                 self.push(
-                    At { ptr, step: None },
+                    At {
+                        ptr,
+                        field: None,
+                        step: None,
+                    },
                     Diagnostic::new(
                         Code::TooManySteps,
                         item.span,
@@ -436,10 +554,14 @@ impl Decoder {
             if self.count > MAX_STEPS {
                 break;
             }
-            let sptr = child(ptr, &i.to_string());
+            let mut sptr = String::with_capacity(ptr.len() + 6);
+            sptr.push_str(ptr);
+            let _ = write!(sptr, "/{i}");
+            self.path.push(index(i));
             if let Some(s) = self.step(item, sptr, sub) {
                 out.push(s);
             }
+            self.path.pop();
         }
         out
     }
@@ -449,24 +571,25 @@ impl Decoder {
             node,
             At {
                 ptr: &ptr,
+                field: None,
                 step: None,
             },
             "a step",
         )?;
-        let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
+        let errors_before = self.errors;
         // The id first: every other diagnostic of the step names it.
         let id_member = members.iter().find(|m| m.key.value == "id");
-        let id = id_member.and_then(|m| match &m.value.kind {
-            Kind::String(s) => Some(Spanned::new(s.value.clone(), m.value.span)),
-            _ => None,
-        });
-        let sid = id.as_ref().map(|s| s.value.clone());
+        let sid = id_member
+            .and_then(|m| m.value.as_str())
+            .map(|s| s.value.as_str());
         let at = At {
             ptr: &ptr,
-            step: sid.as_deref(),
+            field: None,
+            step: sid,
         };
         let mut s = Step {
-            pointer: ptr.clone(),
+            // Set at the end (`ptr` is borrowed until then).
+            pointer: String::new(),
             span: node.span,
             id: None,
             kind: None,
@@ -491,11 +614,13 @@ impl Decoder {
             flow_ok: true,
         };
         let mut flow_broken = false;
-        let mut present: Vec<(&'static str, Span)> = Vec::new();
+        let mut present: SmallVec<[(&'static str, Span); 8]> = SmallVec::new();
         let mut parallel_node = None;
-        for (field, m) in self.fields(members, FIELDS_STEP, at, "a step") {
-            let fptr = child(&ptr, field);
-            let fat = At { ptr: &fptr, ..at };
+        for (field, idx, m) in self.fields(members, FIELDS_STEP, at, "a step") {
+            let fat = At {
+                field: Some(field),
+                ..at
+            };
             let v = &m.value;
             let before = self.diags.len();
             present.push((field, m.key.span));
@@ -508,13 +633,20 @@ impl Decoder {
                 "tool" => s.tool = self.nonempty(v, fat, field),
                 "args" => {
                     if self.object(v, fat, field).is_some() {
-                        s.args = Some(v.clone());
+                        // A placeholder: `fill_args` puts the tree here.
+                        s.args = Some(Node {
+                            span: v.span,
+                            kind: Kind::Null,
+                        });
+                        let mut path = self.path.clone();
+                        path.push(idx);
+                        self.args.push(path);
                     }
                 }
                 "condition" => s.condition = self.text(v, fat, field),
                 "then" => s.then = self.nonempty(v, fat, field),
                 "otherwise" => s.otherwise = self.nonempty(v, fat, field),
-                "parallel_steps" => parallel_node = Some((v, fptr.clone())),
+                "parallel_steps" => parallel_node = Some((v, idx)),
                 "max_concurrency" => s.max_concurrency = self.int(v, fat, field, 1, u64::MAX),
                 "on_error" => s.on_error = self.enumeration(v, fat, field, &OnError::ALL),
                 "max_retries" => {
@@ -537,12 +669,21 @@ impl Decoder {
                 flow_broken = true;
             }
         }
-        if let Some((v, pptr)) = parallel_node {
+        if let Some((v, idx)) = parallel_node {
+            let pptr = child(&ptr, "parallel_steps");
             match &v.kind {
-                Kind::Array(items) => s.parallel_steps = self.steps(items, &pptr, true),
+                Kind::Array(items) => {
+                    self.path.push(idx);
+                    s.parallel_steps = self.steps(items, &pptr, true);
+                    self.path.pop();
+                }
                 _ => {
                     self.wrong_type(
-                        At { ptr: &pptr, ..at },
+                        At {
+                            ptr: &pptr,
+                            field: None,
+                            ..at
+                        },
                         v,
                         "parallel_steps",
                         "an array of steps",
@@ -577,15 +718,18 @@ impl Decoder {
             Some(t) => self.type_rules(&mut s, t, &present, at, node, sub),
         }
         s.flow_ok = !flow_broken && s.flow_ok && s.parallel_steps.iter().all(|p| p.flow_ok);
-        let errors_after = self.diags.iter().filter(|d| d.is_error()).count();
-        s.ok = errors_after == errors_before;
+        s.ok = self.errors == errors_before;
+        s.pointer = ptr;
         Some(s)
     }
 
     fn missing(&mut self, at: At<'_>, ptr: &str, node: &Node, field: &str, msg: &str, help: &str) {
-        let fptr = child(ptr, field);
         self.push(
-            At { ptr: &fptr, ..at },
+            At {
+                ptr,
+                field: Some(field),
+                ..at
+            },
             Diagnostic::new(Code::MissingField, open_brace(node), msg)
                 .with_label(format!("this step has no `{field}`"))
                 .with_help(help),
@@ -602,12 +746,12 @@ impl Decoder {
         sub: bool,
     ) {
         let has = |f: &str| present.iter().any(|(p, _)| *p == f);
-        let ptr = s.pointer.clone();
+        let ptr = at.ptr;
         match t {
             StepType::Llm if !has("prompt") => {
                 self.missing(
                     at,
-                    &ptr,
+                    ptr,
                     node,
                     "prompt",
                     "an llm step needs a `prompt`",
@@ -617,7 +761,7 @@ impl Decoder {
             StepType::Tool if !has("tool") => {
                 self.missing(
                     at,
-                    &ptr,
+                    ptr,
                     node,
                     "tool",
                     "a tool step needs a `tool`",
@@ -628,7 +772,7 @@ impl Decoder {
                 if !has("condition") {
                     self.missing(
                         at,
-                        &ptr,
+                        ptr,
                         node,
                         "condition",
                         "a condition step needs a `condition`",
@@ -639,7 +783,7 @@ impl Decoder {
                     s.flow_ok = false;
                     self.missing(
                         at,
-                        &ptr,
+                        ptr,
                         node,
                         "then",
                         "a condition step needs `then` or `otherwise`",
@@ -650,7 +794,7 @@ impl Decoder {
             StepType::Parallel if !has("parallel_steps") => {
                 self.missing(
                     at,
-                    &ptr,
+                    ptr,
                     node,
                     "parallel_steps",
                     "a parallel step needs `parallel_steps`",
@@ -659,9 +803,11 @@ impl Decoder {
             }
             StepType::Parallel if s.parallel_steps.is_empty() => {
                 if let Some((_, span)) = present.iter().find(|(f, _)| *f == "parallel_steps") {
-                    let fptr = child(&ptr, "parallel_steps");
                     self.push(
-                        At { ptr: &fptr, ..at },
+                        At {
+                            field: Some("parallel_steps"),
+                            ..at
+                        },
                         Diagnostic::new(Code::EmptyValue, *span, "`parallel_steps` is empty")
                             .with_label("a parallel step needs at least one sub-step"),
                     );
@@ -676,7 +822,8 @@ impl Decoder {
                 {
                     self.push(
                         At {
-                            ptr: &child(&sub_step.pointer, "type"),
+                            ptr: &sub_step.pointer,
+                            field: Some("type"),
                             step: at.step,
                         },
                         Diagnostic::new(
@@ -711,8 +858,13 @@ impl Decoder {
                 "parallel_steps" | "max_concurrency" => t != StepType::Parallel,
                 _ => false,
             };
-            let fptr = child(&ptr, field);
-            let fat = At { ptr: &fptr, ..at };
+            if !misplaced && !ignored {
+                continue;
+            }
+            let fat = At {
+                field: Some(field),
+                ..at
+            };
             let where_ = if sub {
                 "a parallel sub-step".to_owned()
             } else {
@@ -764,7 +916,10 @@ impl Decoder {
                 s.next_step.as_ref().map_or(s.span, |x| x.span),
             );
             self.push(
-                At { ptr: &child(&ptr, "next_step"), ..at },
+                At {
+                    field: Some("next_step"),
+                    ..at
+                },
                 Diagnostic::new(Code::TerminalWithNext, nspan, "`is_terminal` and `next_step` on one step")
                     .with_label("`next_step` here")
                     .with_secondary(tspan, "`is_terminal` here")
@@ -784,7 +939,10 @@ impl Decoder {
                     "`on_error` on a parallel sub-step has no effect: the parent's decides (Q33)"
                 };
                 self.push(
-                    At { ptr: &child(&ptr, field), ..at },
+                    At {
+                        field: Some(field),
+                        ..at
+                    },
                     Diagnostic::new(Code::SubstepNoEffect, *span, msg)
                         .with_label("ignored at run time")
                         .with_help("read sub-step outputs as `$parent.output.sub_id`; set `on_error` on the parallel step"),
@@ -815,10 +973,18 @@ impl Decoder {
         }
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let iptr = child(at.ptr, &i.to_string());
+            if let Kind::String(s) = &item.kind {
+                out.push(Spanned::new(s.value.clone(), item.span));
+                continue;
+            }
+            let iptr = child(&at.pointer(), &i.to_string());
             out.push(self.string(
                 item,
-                At { ptr: &iptr, ..at },
+                At {
+                    ptr: &iptr,
+                    field: None,
+                    ..at
+                },
                 &format!("allowed_outputs[{i}]"),
             )?);
         }

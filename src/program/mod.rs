@@ -3,6 +3,7 @@
 
 mod decode;
 
+pub(crate) use decode::decode_owned;
 pub use decode::{FIELDS_PROGRAM, FIELDS_STEP, INPUT_TYPES, decode};
 
 use crate::json::{Node, Str};
