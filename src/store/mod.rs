@@ -858,9 +858,3 @@ impl Content {
         &self.0.1
     }
 }
-
-impl From<&Value> for Content {
-    fn from(v: &Value) -> Self {
-        Self::of(v)
-    }
-}
