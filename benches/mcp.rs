@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::load;
+use common::{bench_dir, load, remove_bench_dirs};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nanovm::exec::setup::Adapters;
 use nanovm::exec::tools::Config;
@@ -32,9 +32,7 @@ use std::hint::black_box;
 const CONFIG: &str = "[tools.done]\nkind = \"mock\"\nvalue = \"approved\"\n";
 
 fn server(tag: &str) -> NanovmServer {
-    let dir = std::env::temp_dir().join(format!("nanovm-bench-mcp-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = bench_dir(&format!("mcp-{tag}"));
     let config = Config::from_toml_str(CONFIG, dir.join("nanovm.toml")).unwrap();
     let adapters = Adapters::from_config(&config).unwrap();
     let store = Store::open(dir.join("bench.db"), StoreOptions::default()).unwrap();
@@ -130,6 +128,7 @@ fn bench_mcp(c: &mut Criterion) {
     });
     g.finish();
     tokio.block_on(async { client.cancel().await.unwrap() });
+    remove_bench_dirs();
 }
 
 criterion_group!(benches, bench_mcp);

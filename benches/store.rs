@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{YesNo, load, refund_tools};
+use common::{YesNo, bench_dir, load, refund_tools, remove_bench_dirs};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nanovm::check::{Options, check_source};
 use nanovm::exec::{Runnable, Runtime, Status};
@@ -23,10 +23,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 fn fresh_store(tag: &str) -> Store {
-    let dir = std::env::temp_dir().join(format!("nanovm-bench-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Store::open(dir.join("bench.db"), StoreOptions::default()).unwrap()
+    Store::open(bench_dir(tag).join("bench.db"), StoreOptions::default()).unwrap()
 }
 
 fn bench_store(c: &mut Criterion) {
@@ -120,6 +117,8 @@ fn bench_store(c: &mut Criterion) {
         b.iter(|| black_box(tokio.block_on(audit.verify(None)).unwrap()))
     });
     g.finish();
+    drop((store, audit));
+    remove_bench_dirs();
 }
 
 criterion_group!(benches, bench_store);

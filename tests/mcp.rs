@@ -9,6 +9,9 @@
     deprecated // sampling (SEP-2577) is what the sampling test client speaks
 )]
 
+mod common;
+
+use common::{TempDir, tempdir};
 use nanovm::exec::setup::Adapters;
 use nanovm::exec::tools::Config;
 use nanovm::mcp::{NanovmServer, ServerOptions};
@@ -21,8 +24,6 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RunningService};
 use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{Map, Value, json};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,19 +54,6 @@ capabilities = ["payments"]
 deny_capabilities = ["payments"]
 "#;
 
-/// A fresh directory for one test.
-fn tempdir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "nanovm-mcp-{}-{name}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn server(dir: &std::path::Path, config: &str) -> NanovmServer {
     server_with(dir, config, ServerOptions::default())
 }
@@ -95,7 +83,7 @@ async fn connect<C: ClientHandler + Send + 'static>(
     client.serve(c).await.unwrap()
 }
 
-async fn start(name: &str) -> (RunningService<RoleClient, ()>, PathBuf) {
+async fn start(name: &str) -> (RunningService<RoleClient, ()>, TempDir) {
     let dir = tempdir(name);
     let client = connect(server(&dir, CONFIG), ()).await;
     (client, dir)

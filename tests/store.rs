@@ -9,6 +9,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::tempdir;
 use nanovm::check::catalog::{Catalog, ToolInfo};
 use nanovm::check::{Options, check_source};
 use nanovm::exec::mock::Mocks;
@@ -19,7 +22,7 @@ use nanovm::store::{
 use rusqlite::Connection;
 use serde_json::{Value, json};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -34,19 +37,6 @@ fn block<T>(f: impl Future<Output = T>) -> T {
         .build()
         .unwrap()
         .block_on(f)
-}
-
-/// A fresh directory for one test.
-fn tempdir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "nanovm-store-{}-{name}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn open(dir: &Path) -> Store {

@@ -46,3 +46,24 @@ pub fn refund_tools() -> NativeTools {
             Ok(json!({"rejected": true, "order_id": s(&a, "order_id"), "reason": s(&a, "reason")}))
         })
 }
+
+/// A fresh directory for one bench's database: `nanovm-bench-{pid}-{tag}` in the temp dir.
+pub fn bench_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("nanovm-bench-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Remove this process's bench directories (their databases grow to hundreds of MB).
+pub fn remove_bench_dirs() {
+    let prefix = format!("nanovm-bench-{}-", std::process::id());
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
