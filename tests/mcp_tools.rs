@@ -8,6 +8,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::tempdir;
 use nanovm::check::{Options, check_source};
 use nanovm::exec::adapter::{CallError, Llm, Tools};
 use nanovm::exec::tools::{Config, LlmConfig, Registry};
@@ -554,9 +557,7 @@ fn stdio_servers_are_killed_when_the_registry_outlives_the_runtime() {
 #[tokio::test]
 async fn nanovm_serve_over_stdio() {
     let exe = env!("CARGO_BIN_EXE_nanovm");
-    let dir = std::env::temp_dir().join(format!("nanovm-mcp-tools-serve-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("serve");
     let db = dir.join("downstream.db");
     let cfg = config(&format!(
         r#"

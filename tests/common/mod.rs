@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory under the system's temp dir, removed with everything in it when dropped
-/// (a test's databases would otherwise pile up there, run after run).
+/// (a test's databases would otherwise pile up there, run after run), unless the test is
+/// failing: then it stays for a look.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
 
@@ -41,6 +42,8 @@ impl AsRef<Path> for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
