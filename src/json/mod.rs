@@ -211,23 +211,11 @@ pub fn parse(text: &str, limits: &Limits) -> Parsed {
             .with_label("this bracket opens one level too many"),
         );
     }
-    let options = ParseOptions {
-        allow_comments: false,
-        allow_loose_object_property_names: false,
-        allow_trailing_commas: false,
-        allow_missing_commas: false,
-        allow_single_quoted_strings: false,
-        allow_hexadecimal_numbers: false,
-        allow_unary_plus_numbers: false,
-        allow_bare_decimal_point_numbers: false,
-        allow_non_finite_numbers: false,
-        allow_extended_string_escapes: false,
-    };
     let collect = CollectOptions {
         comments: CommentCollectionStrategy::Off,
         tokens: false,
     };
-    let value = match jsonc_parser::parse_to_ast(text, &collect, &options) {
+    let value = match jsonc_parser::parse_to_ast(text, &collect, &STRICT) {
         Ok(r) => r.value,
         Err(e) => {
             let r = e.range();
@@ -331,18 +319,34 @@ struct Builder<'t> {
     max_depth: usize,
 }
 
+/// Strict RFC 8259 JSON: every leniency of jsonc-parser off.
+const STRICT: ParseOptions = ParseOptions {
+    allow_comments: false,
+    allow_loose_object_property_names: false,
+    allow_trailing_commas: false,
+    allow_missing_commas: false,
+    allow_single_quoted_strings: false,
+    allow_hexadecimal_numbers: false,
+    allow_unary_plus_numbers: false,
+    allow_bare_decimal_point_numbers: false,
+    allow_non_finite_numbers: false,
+    allow_extended_string_escapes: false,
+};
+
 /// Members an object holds before duplicate keys are found with a map instead of a scan.
 const DUPLICATE_SCAN_MAX: usize = 16;
 
 impl<'t> Builder<'t> {
     fn parse(text: &'t str, max_depth: usize) -> Option<(Node, Vec<Diagnostic>)> {
+        // The parser's own leniencies, as jsonc-parser hands them to its scanner: the fast
+        // path accepts exactly what the strict parser accepts.
         let options = ScannerOptions {
-            allow_single_quoted_strings: false,
-            allow_hexadecimal_numbers: false,
-            allow_unary_plus_numbers: false,
-            allow_bare_decimal_point_numbers: false,
-            allow_non_finite_numbers: false,
-            allow_extended_string_escapes: false,
+            allow_single_quoted_strings: STRICT.allow_single_quoted_strings,
+            allow_hexadecimal_numbers: STRICT.allow_hexadecimal_numbers,
+            allow_unary_plus_numbers: STRICT.allow_unary_plus_numbers,
+            allow_bare_decimal_point_numbers: STRICT.allow_bare_decimal_point_numbers,
+            allow_non_finite_numbers: STRICT.allow_non_finite_numbers,
+            allow_extended_string_escapes: STRICT.allow_extended_string_escapes,
         };
         let mut b = Builder {
             text,
