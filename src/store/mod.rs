@@ -282,7 +282,7 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         let mut conn = connect(&path, &opts, true)?;
         schema::migrate(&mut conn)?;
-        let writer = Writer::start(conn)?;
+        let writer = Writer::start(conn, connect(&path, &opts, true)?)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,

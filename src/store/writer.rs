@@ -4,11 +4,19 @@
 //! for (an urgent one: a run's start or end) has run, together with everything queued by
 //! then; writes nobody waits for (step envelopes) are committed at the latest [`MAX_DELAY`]
 //! after the transaction opened. Callers hear how their job went only after the commit.
+//!
+//! WAL checkpoints (copying committed pages from the WAL into the database file, with its
+//! fsyncs) run on a second thread with its own connection, so the writer keeps committing
+//! while a checkpoint waits for the disk. SQLite's automatic checkpoint would run them on the
+//! writer, inside its commits.
 
 use super::StoreError;
 use rusqlite::Connection;
+use std::cell::Cell;
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, channel, sync_channel,
+};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +33,25 @@ pub(super) type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// kept the transaction from opening.
 pub(super) type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Done + Send>;
 
+/// When the WAL is checkpointed, in pages (4 KiB each by default).
+#[derive(Debug, Clone, Copy)]
+struct WalLimits {
+    /// A checkpoint starts on the checkpointer's thread.
+    checkpoint: i32,
+    /// The writer checkpoints itself: the checkpointer has not caught up (a checkpoint that
+    /// runs while commits append to the WAL may never reach its end, and SQLite starts the
+    /// WAL over only once all of it is in the database).
+    limit: i32,
+}
+
+impl WalLimits {
+    /// SQLite's default for its automatic checkpoint (1000 pages), and ten times that.
+    const DEFAULT: Self = Self {
+        checkpoint: 1000,
+        limit: 10_000,
+    };
+}
+
 #[derive(Debug)]
 pub(super) struct Writer {
     tx: Mutex<Option<Sender<(Job, bool)>>>,
@@ -32,11 +59,28 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> Result<Self, StoreError> {
+    /// Start the writer on `conn` and its checkpointer on `checkpoints` (a second read-write
+    /// connection to the same file).
+    pub fn start(conn: Connection, checkpoints: Connection) -> Result<Self, StoreError> {
+        Self::start_with(conn, checkpoints, WalLimits::DEFAULT)
+    }
+
+    fn start_with(
+        conn: Connection,
+        checkpoints: Connection,
+        limits: WalLimits,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = channel::<(Job, bool)>();
+        let checkpointer = Checkpointer::start(checkpoints, limits)?;
+        conn.wal_hook(Some(count_wal_pages));
         let thread = std::thread::Builder::new()
             .name("nanovm-store-writer".into())
-            .spawn(move || run(&conn, rx))
+            .spawn(move || {
+                run(&conn, rx, &checkpointer);
+                // Before the writer's connection closes: the last connection to close
+                // checkpoints the whole WAL and removes it.
+                checkpointer.stop();
+            })
             .map_err(|e| StoreError::Thread(e.to_string()))?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
@@ -98,7 +142,7 @@ pub(super) fn atomically<T>(
     }
 }
 
-fn run(conn: &Connection, rx: Receiver<(Job, bool)>) {
+fn run(conn: &Connection, rx: Receiver<(Job, bool)>, checkpointer: &Checkpointer) {
     let mut done: Vec<Done> = Vec::new();
     // The open transaction's deadline: queued writes nobody waits for are committed by then.
     let mut deadline: Option<Instant> = None;
@@ -113,13 +157,13 @@ fn run(conn: &Connection, rx: Receiver<(Job, bool)>) {
         let (job, urgent) = match next {
             Ok(j) => j,
             Err(RecvTimeoutError::Timeout) => {
-                commit(conn, &mut done);
+                commit(conn, &mut done, checkpointer);
                 deadline = None;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => {
                 if deadline.is_some() {
-                    commit(conn, &mut done);
+                    commit(conn, &mut done, checkpointer);
                 }
                 return;
             }
@@ -141,7 +185,7 @@ fn run(conn: &Connection, rx: Receiver<(Job, bool)>) {
                     Err(_) => break,
                 }
             }
-            commit(conn, &mut done);
+            commit(conn, &mut done, checkpointer);
             deadline = None;
         }
     }
@@ -157,8 +201,8 @@ fn spin(rx: &Receiver<(Job, bool)>) -> Option<(Job, bool)> {
     loop {
         match rx.try_recv() {
             Ok(j) => return Some(j),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
         }
         if start.elapsed() >= SPIN {
             return None;
@@ -167,13 +211,188 @@ fn spin(rx: &Receiver<(Job, bool)>) -> Option<(Job, bool)> {
     }
 }
 
-/// Commit the open transaction and tell every job how it went.
-fn commit(conn: &Connection, done: &mut Vec<Done>) {
+/// Commit the open transaction, tell every job how it went, and have the WAL checkpointed
+/// when it has grown.
+fn commit(conn: &Connection, done: &mut Vec<Done>, checkpointer: &Checkpointer) {
     let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
     if committed.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
     for d in done.drain(..) {
         d(committed.as_ref().map(|_| ()));
+    }
+    let pages = WAL_PAGES.get();
+    if pages >= checkpointer.limits.limit {
+        // Finish the checkpoint here, with no commit in between: most pages are in the
+        // database already. Busy (the checkpointer is at it) is tried again next commit.
+        let _ = checkpoint(conn);
+    } else if pages >= checkpointer.limits.checkpoint {
+        checkpointer.wake();
+    }
+}
+
+thread_local! {
+    /// Pages in the WAL after the writer thread's last commit.
+    static WAL_PAGES: Cell<i32> = const { Cell::new(0) };
+}
+
+/// SQLite's WAL hook: it runs on the committing thread with the WAL's size in pages. Having
+/// a hook also turns SQLite's automatic checkpoints off.
+fn count_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// A passive checkpoint: it copies what it can without waiting for anybody. Gives
+/// (busy, pages in the WAL, pages copied); `busy` is 1 when another checkpoint ran.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<(i32, i32, i32)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+}
+
+/// The thread that checkpoints the WAL when the writer says it has grown.
+struct Checkpointer {
+    wake: SyncSender<()>,
+    thread: JoinHandle<()>,
+    limits: WalLimits,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection, limits: WalLimits) -> Result<Self, StoreError> {
+        // One pending wake-up is enough: a checkpoint copies everything committed by then.
+        let (wake, rx) = sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("nanovm-store-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = checkpoint(&conn) {
+                        // Nothing is lost: the pages stay in the WAL for the next checkpoint.
+                        tracing::warn!("WAL checkpoint failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
+        Ok(Self {
+            wake,
+            thread,
+            limits,
+        })
+    }
+
+    fn wake(&self) {
+        // Full: a wake-up is already pending.
+        let _ = self.wake.try_send(());
+    }
+
+    /// Finish the checkpoint under way, close the connection and end the thread.
+    fn stop(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let d =
+                std::env::temp_dir().join(format!("nanovm-writer-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Self(d)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn wal_db(path: &Path) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        c.execute_batch("CREATE TABLE IF NOT EXISTS t (b BLOB NOT NULL)")
+            .unwrap();
+        c
+    }
+
+    /// Insert `rows` rows of about a page each, committing every 20, and wait for the last.
+    fn write_pages(w: &Writer, rows: usize) {
+        let (tx, rx) = channel();
+        for i in 0..rows {
+            let tx = tx.clone();
+            let job: Job = Box::new(move |conn| {
+                let res = conn.map_err(Clone::clone).and_then(|c| {
+                    c.execute("INSERT INTO t (b) VALUES (zeroblob(3900))", [])
+                        .map(drop)
+                        .map_err(StoreError::from)
+                });
+                Box::new(move |commit| {
+                    let _ = tx.send(res.is_ok() && commit.is_ok());
+                })
+            });
+            assert!(w.send(job, i % 20 == 19).is_ok());
+        }
+        for _ in 0..rows {
+            assert!(rx.recv().unwrap());
+        }
+    }
+
+    fn size(path: &Path) -> u64 {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    const PAGE: u64 = 4096;
+
+    #[test]
+    fn the_checkpointer_copies_the_wal_into_the_file_while_the_writer_runs() {
+        let dir = Dir::new("background");
+        let path = dir.0.join("db");
+        let limits = WalLimits {
+            checkpoint: 50,
+            limit: 100_000,
+        };
+        let w = Writer::start_with(wal_db(&path), wal_db(&path), limits).unwrap();
+        write_pages(&w, 400);
+        // The checkpoint runs on its own thread: give it time.
+        let start = Instant::now();
+        while size(&path) < 300 * PAGE && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(size(&path) >= 300 * PAGE, "{} bytes", size(&path));
+        w.close();
+        assert!(!dir.0.join("db-wal").exists());
+    }
+
+    #[test]
+    fn the_writer_bounds_the_wal_when_the_checkpointer_does_not_keep_up() {
+        let dir = Dir::new("limit");
+        let path = dir.0.join("db");
+        let limits = WalLimits {
+            checkpoint: 50,
+            limit: 200,
+        };
+        // A checkpointer on another file: it never checkpoints this one.
+        let w = Writer::start_with(wal_db(&path), wal_db(&dir.0.join("other")), limits).unwrap();
+        write_pages(&w, 2000);
+        // The WAL file keeps its largest size; a frame is a page and a 24-byte header. It can
+        // pass the limit by one commit (here at most `MAX_BATCH` rows of a page); without the
+        // limit it would hold all 2,000 pages.
+        let wal = size(&dir.0.join("db-wal"));
+        let most = 200 + MAX_BATCH as u64 + 20;
+        assert!(wal <= most * (PAGE + 24), "{wal} bytes");
+        assert!(size(&path) >= 1500 * PAGE, "{} bytes", size(&path));
+        w.close();
     }
 }
