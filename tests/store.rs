@@ -951,3 +951,20 @@ fn a_resumed_run_hands_its_secrets_to_tools_again() {
     assert_eq!(charge.output, json!({"real": true}));
     assert_eq!(asked.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn runs_are_listed_newest_first_and_found_by_id() {
+    let dir = tempdir("list-order");
+    let store = open(&dir);
+    let ids: Vec<String> = (0..3).map(|_| run_refund(&store).run_id).collect();
+    let listed: Vec<String> = block(store.list_runs(2))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(listed, vec![ids[2].clone(), ids[1].clone()]);
+    // The oldest, outside the list's limit, is still found by its id.
+    let first = block(store.run_summary(&ids[0])).unwrap().unwrap();
+    assert_eq!(first.run_id, ids[0]);
+    assert!(block(store.run_summary("no-such-run")).unwrap().is_none());
+}

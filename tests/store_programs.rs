@@ -460,7 +460,17 @@ fn a_version_1_database_upgrades_with_its_programs_and_runs() {
     let store = open(&dir);
     let health = block(store.health()).unwrap();
     assert_eq!(health.schema_version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
+    // Version 3 lists runs by rowid: the index on start times is gone.
+    let c = Connection::open(db(&dir)).unwrap();
+    let index: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'runs_by_start'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 0);
     assert_eq!((health.runs, health.programs), (1, 1));
     let list = block(store.list_programs(10)).unwrap();
     assert_eq!(list.len(), 1);

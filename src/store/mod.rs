@@ -737,12 +737,20 @@ fn summaries(
     limit: usize,
 ) -> Result<Vec<RunSummary>, StoreError> {
     let now = now_ms();
-    let mut st = c.prepare_cached(
-        "SELECT run_id, program_name, program_hash, status, started_at, finished_at, envelopes,
-                idempotency_key, lease_until, head_hash
-         FROM runs WHERE ?1 IS NULL OR run_id = ?1
-         ORDER BY started_at DESC, run_id LIMIT ?2",
-    )?;
+    // Two statements: `?1 IS NULL OR run_id = ?1` would scan every run to find one.
+    let mut st = match run_id {
+        Some(_) => c.prepare_cached(
+            "SELECT run_id, program_name, program_hash, status, started_at, finished_at, envelopes,
+                    idempotency_key, lease_until, head_hash
+             FROM runs WHERE run_id = ?1 LIMIT ?2",
+        )?,
+        // Newest first: rows are inserted when runs start.
+        None => c.prepare_cached(
+            "SELECT run_id, program_name, program_hash, status, started_at, finished_at, envelopes,
+                    idempotency_key, lease_until, head_hash
+             FROM runs WHERE ?1 IS NULL ORDER BY rowid DESC LIMIT ?2",
+        )?,
+    };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = st.query_map(params![run_id, limit], |r| {
         let status: String = r.get(3)?;
@@ -767,10 +775,16 @@ fn summaries(
 }
 
 fn verify(c: &Connection, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreError> {
-    let mut runs = c.prepare_cached(
-        "SELECT run_id, envelopes, head_hash, status IN ('running', 'interrupted') FROM runs
-         WHERE ?1 IS NULL OR run_id = ?1 ORDER BY run_id",
-    )?;
+    let mut runs = match run_id {
+        Some(_) => c.prepare_cached(
+            "SELECT run_id, envelopes, head_hash, status IN ('running', 'interrupted') FROM runs
+             WHERE run_id = ?1",
+        )?,
+        None => c.prepare_cached(
+            "SELECT run_id, envelopes, head_hash, status IN ('running', 'interrupted') FROM runs
+             WHERE ?1 IS NULL ORDER BY run_id",
+        )?,
+    };
     let heads: Vec<(String, i64, String, bool)> = runs
         .query_map([run_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
