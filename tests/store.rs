@@ -15,7 +15,7 @@ use common::tempdir;
 use nanovm::check::catalog::{Catalog, ToolInfo};
 use nanovm::check::{Options, check_source};
 use nanovm::exec::mock::Mocks;
-use nanovm::exec::{Runnable, Runtime, Source, Status};
+use nanovm::exec::{RunOptions, Runnable, Runtime, Source, Status};
 use nanovm::store::{
     Break, Content, Erasure, Persisted, RunRequest, SCHEMA_VERSION, Store, StoreError, StoreOptions,
 };
@@ -967,4 +967,94 @@ fn runs_are_listed_newest_first_and_found_by_id() {
     let first = block(store.run_summary(&ids[0])).unwrap().unwrap();
     assert_eq!(first.run_id, ids[0]);
     assert!(block(store.run_summary("no-such-run")).unwrap().is_none());
+}
+
+/// A stored trace keeps its step records in the envelopes only; reading it back must give the
+/// trace the run returned, for every kind of run the conformance corpus has (parallel
+/// sub-steps, retries, errors, usage, budgets, suspended and resumed runs).
+#[test]
+fn every_conformance_runs_stored_trace_reads_back_as_it_ran() {
+    let dir = tempdir("conformance-traces");
+    let store = open(&dir);
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
+    let mut names: Vec<_> = std::fs::read_dir(&cases)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("run-") && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    let (mut stored, mut resumed) = (0, 0);
+    for name in &names {
+        let case: Value =
+            serde_json::from_str(&std::fs::read_to_string(cases.join(name)).unwrap()).unwrap();
+        let mocks = Mocks::from_value(case["mocks"].clone()).unwrap();
+        let mut catalog = Catalog::new();
+        for tool in mocks.tools.names() {
+            catalog.insert(tool, ToolInfo::default());
+        }
+        let opts = Options {
+            catalog: Some(Arc::new(catalog)),
+            ..Options::default()
+        };
+        let Some(checked) = check_source(&case["program"].to_string(), &opts).checked else {
+            continue;
+        };
+        let prog = Runnable::new(checked);
+        let rt = Runtime::new(mocks.llm.clone(), mocks.tools.clone()).with_options(RunOptions {
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            observer: None,
+        });
+        let context = case.get("context").cloned().unwrap_or(json!({}));
+        let p = block(store.run(&rt, &prog, request(&case["program"], context, None))).unwrap();
+        let back = block(store.get_trace(&p.run_id)).unwrap().unwrap();
+        assert_eq!(back, serde_json::to_value(&p.trace).unwrap(), "{name}");
+        stored += 1;
+        if let (Some(r), Status::Suspended) = (case.get("resume"), p.trace.status) {
+            let source: Source = serde_json::from_value(r["source"].clone()).unwrap();
+            let payload = r["payload"].clone();
+            let after = block(store.resume(&rt, &prog, &p.run_id, payload, source)).unwrap();
+            let back = block(store.get_trace(&p.run_id)).unwrap().unwrap();
+            assert_eq!(back, serde_json::to_value(&after.trace).unwrap(), "{name}");
+            resumed += 1;
+        }
+    }
+    assert!(
+        stored >= 50 && resumed >= 1,
+        "{stored} stored, {resumed} resumed"
+    );
+    // What the runs table holds is the trace without its steps.
+    let c = raw(&dir);
+    let full = count(
+        &c,
+        "SELECT count(*) FROM runs WHERE json_array_length(trace, '$.steps') > 0",
+    );
+    assert_eq!(full, 0);
+}
+
+#[test]
+fn a_run_whose_envelope_write_failed_keeps_its_whole_trace() {
+    let dir = tempdir("envelope-failed");
+    let store = open(&dir);
+    raw(&dir)
+        .execute_batch(
+            "CREATE TRIGGER refuse_second BEFORE INSERT ON envelopes WHEN NEW.idx = 1
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (program, context, mocks) = refund();
+    let (prog, _mocks, rt) = mocked(&program, mocks);
+    let err = block(store.run(&rt, &prog, request(&program, context, None))).unwrap_err();
+    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
+    let run = block(store.list_runs(1)).unwrap().pop().unwrap();
+    assert_eq!(run.envelopes, 4);
+    // Three envelopes are stored; the trace has all four step records.
+    let trace = block(store.get_trace(&run.run_id)).unwrap().unwrap();
+    let steps: Vec<&str> = trace["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["lookup", "classify", "route", "issue_refund"]);
 }

@@ -21,6 +21,7 @@ pub use chain::Break;
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use session::{Persisted, RunRequest};
 
+use crate::exec::StepRecord;
 use crate::exec::canon;
 use crate::exec::secrets::{self, TOKEN_PREFIX};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -700,15 +701,41 @@ pub fn create_at_schema_version(path: impl AsRef<Path>, version: i64) -> Result<
     schema::migrate_to(&mut conn, version)
 }
 
+/// A run's stored trace. A trace is stored without its step records (`"steps": []`) when
+/// they are the payloads of the run's envelopes, its first `envelopes` ones (a resumed run
+/// that is still going has more); they are read back from there, each in the field order of
+/// the trace format (its `output` is canonical JSON, object keys sorted, as the audit chain
+/// hashed it). A trace stored with its steps (older files, or a run whose envelope writes
+/// failed) is read as it is.
 fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError> {
-    let text: Option<Option<String>> = c
-        .prepare_cached("SELECT trace FROM runs WHERE run_id = ?1")?
-        .query_row([run_id], |r| r.get(0))
+    let row: Option<(Option<String>, i64)> = c
+        .prepare_cached("SELECT trace, envelopes FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(Some(text)) = text else {
+    let Some((Some(text), envelopes)) = row else {
         return Ok(None);
     };
     let mut trace: Value = serde_json::from_str(&text).map_err(corrupt)?;
+    if let Some(Value::Array(steps)) = trace.get_mut("steps")
+        && steps.is_empty()
+        && envelopes > 0
+    {
+        let mut st = c.prepare_cached(
+            "SELECT payload FROM envelopes WHERE run_id = ?1 AND idx < ?2 ORDER BY idx",
+        )?;
+        let mut rows = st.query(params![run_id, envelopes])?;
+        while let Some(r) = rows.next()? {
+            let payload = r.get_ref(0)?.as_str().map_err(corrupt)?;
+            let record: StepRecord = serde_json::from_str(payload).map_err(corrupt)?;
+            steps.push(serde_json::to_value(record).map_err(corrupt)?);
+        }
+        if i64::try_from(steps.len()).ok() != Some(envelopes) {
+            return Err(corrupt(format!(
+                "run `{run_id}` has {} of its {envelopes} envelopes",
+                steps.len()
+            )));
+        }
+    }
     project(c, &mut trace)?;
     Ok(Some(trace))
 }

@@ -326,15 +326,20 @@ impl Store {
         outcome: Outcome,
         recorder: &Recorder,
     ) -> Result<Trace, StoreError> {
-        let trace_text = serde_json::to_string(&outcome.trace)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let cursor_text = match &outcome.cursor {
+        let Outcome { mut trace, cursor } = outcome;
+        // The trace is stored without its step records: they are the payloads of the run's
+        // envelopes (see `load_trace`), which the audit chain covers.
+        let steps = std::mem::take(&mut trace.steps);
+        let skeleton = serde_json::to_string(&trace);
+        trace.steps = steps;
+        let skeleton = skeleton.map_err(|e| StoreError::Database(e.to_string()))?;
+        let cursor_text = match &cursor {
             None => None,
             Some(c) => {
                 Some(serde_json::to_string(c).map_err(|e| StoreError::Database(e.to_string()))?)
             }
         };
-        let status = outcome.trace.status.as_str();
+        let status = trace.status.as_str();
         let id = run_id.to_owned();
         let (envelopes, head) = {
             let chain = match recorder.chain.lock() {
@@ -346,31 +351,51 @@ impl Store {
                 chain.prev.clone(),
             )
         };
-        self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE runs SET status = ?2, finished_at = ?3, trace = ?4, lease_until = 0,
+        // The trace goes to the writer and comes back with the commit: should any of the
+        // run's envelopes be missing (a write of theirs failed), the writer stores the whole
+        // trace instead, so that no step record is lost.
+        let trace = self
+            .write(move |c| {
+                let stored: i64 = c
+                    .prepare_cached("SELECT count(*) FROM envelopes WHERE run_id = ?1")?
+                    .query_row([&id], |r| r.get(0))?;
+                let trace_text = if stored == envelopes {
+                    skeleton
+                } else {
+                    serde_json::to_string(&trace)
+                        .map_err(|e| StoreError::Database(e.to_string()))?
+                };
+                c.prepare_cached(
+                    "UPDATE runs SET status = ?2, finished_at = ?3, trace = ?4, lease_until = 0,
                                  envelopes = ?5, head_hash = ?6
                  WHERE run_id = ?1",
-            )?
-            .execute(params![id, status, now_text(), trace_text, envelopes, head])?;
-            // A resumed run's old cursor goes; a run that suspends (again) gets its new one.
-            c.prepare_cached("DELETE FROM cursors WHERE run_id = ?1")?
-                .execute([&id])?;
-            if let Some(text) = cursor_text {
-                c.prepare_cached(
-                    "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![id, text, now_text()])?;
-            }
-            Ok(())
-        })
-        .await?;
+                .execute(params![
+                    id,
+                    status,
+                    now_text(),
+                    trace_text,
+                    envelopes,
+                    head
+                ])?;
+                // A resumed run's old cursor goes; a run that suspends (again) gets its new one.
+                c.prepare_cached("DELETE FROM cursors WHERE run_id = ?1")?
+                    .execute([&id])?;
+                if let Some(text) = cursor_text {
+                    c.prepare_cached(
+                        "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![id, text, now_text()])?;
+                }
+                Ok(trace)
+            })
+            .await?;
         let failed = match recorder.error.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         };
         match failed {
-            None => Ok(outcome.trace),
+            None => Ok(trace),
             Some(e) => Err(StoreError::Audit {
                 run_id: run_id.to_owned(),
                 message: e.to_string(),
