@@ -140,6 +140,21 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// The record's fields in the order the trace format writes them (serde's order; a test
+    /// keeps them equal).
+    pub const FIELDS: [&'static str; 10] = [
+        "step_id",
+        "status",
+        "output",
+        "error",
+        "retries",
+        "usage",
+        "duration_ms",
+        "parent",
+        "fuel",
+        "state_hash",
+    ];
+
     /// The record as canonical JSON (an audit envelope's payload), written directly: the
     /// same text as `canon::to_string(&serde_json::to_value(record))` (a test compares
     /// them), without building the value tree.
@@ -396,6 +411,28 @@ mod tests {
             assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
             assert_eq!(&u.hyphenated().to_string(), id);
         }
+    }
+
+    #[test]
+    fn fields_are_in_serdes_order() {
+        let record = StepRecord {
+            step_id: "s".into(),
+            status: StepStatus::Success,
+            output: Value::Null,
+            error: None,
+            retries: 0,
+            usage: None,
+            duration_ms: 0.0,
+            parent: Some("p".into()),
+            fuel: Some(1),
+            state_hash: Some("h".into()),
+        };
+        let v = serde_json::to_value(&record).unwrap_or_default();
+        let keys: Vec<&str> = v
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(keys, StepRecord::FIELDS);
     }
 
     #[test]

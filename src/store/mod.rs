@@ -726,8 +726,20 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
         let mut rows = st.query(params![run_id, envelopes])?;
         while let Some(r) = rows.next()? {
             let payload = r.get_ref(0)?.as_str().map_err(corrupt)?;
-            let record: StepRecord = serde_json::from_str(payload).map_err(corrupt)?;
-            steps.push(serde_json::to_value(record).map_err(corrupt)?);
+            let Value::Object(mut sorted) = serde_json::from_str(payload).map_err(corrupt)? else {
+                return Err(corrupt(format!(
+                    "run `{run_id}` has an envelope that is no object"
+                )));
+            };
+            // The payload's keys are sorted (canonical JSON); a trace lists them in its order.
+            let mut record = serde_json::Map::with_capacity(sorted.len());
+            for key in StepRecord::FIELDS {
+                if let Some((k, v)) = sorted.remove_entry(key) {
+                    record.insert(k, v);
+                }
+            }
+            record.append(&mut sorted);
+            steps.push(Value::Object(record));
         }
         if i64::try_from(steps.len()).ok() != Some(envelopes) {
             return Err(corrupt(format!(
