@@ -708,7 +708,10 @@ pub fn create_at_schema_version(path: impl AsRef<Path>, version: i64) -> Result<
 /// hashed it). A trace stored with its steps (older files, or a run whose envelope writes
 /// failed) is read as it is.
 fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError> {
-    let row: Option<(Option<String>, i64)> = c
+    // One snapshot for the run's row and its envelopes (and one WAL read lock, not one per
+    // statement); nothing is written, so it ends with the function, committed or not.
+    let tx = c.unchecked_transaction()?;
+    let row: Option<(Option<String>, i64)> = tx
         .prepare_cached("SELECT trace, envelopes FROM runs WHERE run_id = ?1")?
         .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -720,7 +723,7 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
         && steps.is_empty()
         && envelopes > 0
     {
-        let mut st = c.prepare_cached(
+        let mut st = tx.prepare_cached(
             "SELECT payload FROM envelopes WHERE run_id = ?1 AND idx < ?2 ORDER BY idx",
         )?;
         let mut rows = st.query(params![run_id, envelopes])?;
@@ -748,7 +751,7 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
             )));
         }
     }
-    project(c, &mut trace)?;
+    project(&tx, &mut trace)?;
     Ok(Some(trace))
 }
 
