@@ -162,7 +162,7 @@ impl Store {
         let (rt, recorder) = self.recording(runtime, &run_id, policy.hash(), chain, values, error);
         let run = rt.run_as(prog, context, run_id.clone());
         let outcome = self.with_lease(&run_id, &recorder.error, run).await;
-        let trace = self.finish(&run_id, outcome, &recorder).await?;
+        let trace = self.finish(&run_id, outcome, &recorder, false).await?;
         Ok(Persisted {
             run_id,
             program_id: begin.program.hash().to_owned(),
@@ -244,7 +244,7 @@ impl Store {
             Ok(o) => o,
             Err(e) => return restore(e.to_string()).await,
         };
-        let trace = self.finish(run_id, outcome, &recorder).await?;
+        let trace = self.finish(run_id, outcome, &recorder, true).await?;
         Ok(Persisted {
             run_id: run_id.to_owned(),
             program_id: program_hash,
@@ -320,11 +320,13 @@ impl Store {
 
     /// Record how a run ended and give its trace back; fails when any of the run's writes
     /// failed.
+    /// `resumed`: the run was suspended before, and its old cursor is removed.
     async fn finish(
         &self,
         run_id: &str,
         outcome: Outcome,
         recorder: &Recorder,
+        resumed: bool,
     ) -> Result<Trace, StoreError> {
         let Outcome { mut trace, cursor } = outcome;
         // The trace is stored without its step records: they are the payloads of the run's
@@ -379,8 +381,10 @@ impl Store {
                     head
                 ])?;
                 // A resumed run's old cursor goes; a run that suspends (again) gets its new one.
-                c.prepare_cached("DELETE FROM cursors WHERE run_id = ?1")?
-                    .execute([&id])?;
+                if resumed {
+                    c.prepare_cached("DELETE FROM cursors WHERE run_id = ?1")?
+                        .execute([&id])?;
+                }
                 if let Some(text) = cursor_text {
                     c.prepare_cached(
                         "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
