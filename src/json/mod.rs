@@ -4,6 +4,10 @@
 //! [`Node`]s that each know their byte range. Duplicate keys stay visible in the tree and are
 //! reported. A [`Str`] maps offsets in its decoded text back to bytes of the file, so a
 //! diagnostic inside a condition string underlines the right bytes even across escapes.
+//!
+//! The tree borrows the document: keys, strings without escapes and numbers are slices of the
+//! text (`'s`); only decoded escapes own their text. [`Node::to_static`] copies a subtree
+//! that outlives the text (the `args` a program keeps).
 
 mod string;
 
@@ -16,6 +20,7 @@ use jsonc_parser::tokens::Token;
 use jsonc_parser::{
     CollectOptions, CommentCollectionStrategy, ParseOptions, Scanner, ScannerOptions,
 };
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Input limits of one JSON document.
@@ -36,32 +41,32 @@ impl Default for Limits {
     }
 }
 
-/// A JSON value with its byte range in the document.
+/// A JSON value with its byte range in the document (whose text it borrows, `'s`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct Node<'s> {
     pub span: Span,
-    pub kind: Kind,
+    pub kind: Kind<'s>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
+pub enum Kind<'s> {
     Null,
     Bool(bool),
     /// The number's source text (already validated as a JSON number).
-    Number(Box<str>),
-    String(Str),
-    Array(Vec<Node>),
+    Number(Cow<'s, str>),
+    String(Str<'s>),
+    Array(Vec<Node<'s>>),
     /// Members in document order, duplicates included.
-    Object(Vec<Member>),
+    Object(Vec<Member<'s>>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub key: Str,
-    pub value: Node,
+pub struct Member<'s> {
+    pub key: Str<'s>,
+    pub value: Node<'s>,
 }
 
-impl Node {
+impl<'s> Node<'s> {
     /// The JSON type name used in diagnostics.
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
@@ -75,7 +80,7 @@ impl Node {
         }
     }
 
-    pub fn as_str(&self) -> Option<&Str> {
+    pub fn as_str(&self) -> Option<&Str<'s>> {
         match &self.kind {
             Kind::String(s) => Some(s),
             _ => None,
@@ -83,7 +88,7 @@ impl Node {
     }
 
     /// The first member with this key.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node<'s>> {
         match &self.kind {
             Kind::Object(ms) => ms.iter().find(|m| m.key.value == key).map(|m| &m.value),
             _ => None,
@@ -97,17 +102,40 @@ impl Node {
             Kind::Null => Value::Null,
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Number(n) => number_value(n),
-            Kind::String(s) => Value::String(s.value.clone()),
+            Kind::String(s) => Value::String(s.as_str().to_owned()),
             Kind::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
             Kind::Object(ms) => {
                 let mut map = serde_json::Map::with_capacity(ms.len());
                 for m in ms {
-                    if !map.contains_key(&m.key.value) {
-                        map.insert(m.key.value.clone(), m.value.to_value());
+                    if !map.contains_key(m.key.as_str()) {
+                        map.insert(m.key.as_str().to_owned(), m.value.to_value());
                     }
                 }
                 Value::Object(map)
             }
+        }
+    }
+
+    /// A copy of the subtree that owns all its text.
+    pub fn to_static(&self) -> Node<'static> {
+        let kind = match &self.kind {
+            Kind::Null => Kind::Null,
+            Kind::Bool(b) => Kind::Bool(*b),
+            Kind::Number(n) => Kind::Number(Cow::Owned(String::from(&**n))),
+            Kind::String(s) => Kind::String(s.to_static()),
+            Kind::Array(items) => Kind::Array(items.iter().map(Node::to_static).collect()),
+            Kind::Object(ms) => Kind::Object(
+                ms.iter()
+                    .map(|m| Member {
+                        key: m.key.to_static(),
+                        value: m.value.to_static(),
+                    })
+                    .collect(),
+            ),
+        };
+        Node {
+            span: self.span,
+            kind,
         }
     }
 }
@@ -175,13 +203,13 @@ fn number_value(n: &str) -> serde_json::Value {
 
 /// A parsed document: the tree (absent when the text is not JSON) and every diagnostic.
 #[derive(Debug, Clone)]
-pub struct Parsed {
-    pub root: Option<Node>,
+pub struct Parsed<'s> {
+    pub root: Option<Node<'s>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
 /// Parse strict JSON. Never panics; every problem is a diagnostic with a position.
-pub fn parse(text: &str, limits: &Limits) -> Parsed {
+pub fn parse<'s>(text: &'s str, limits: &Limits) -> Parsed<'s> {
     let fail = |d: Diagnostic| Parsed {
         root: None,
         diagnostics: vec![d],
@@ -312,8 +340,8 @@ struct Builder<'t> {
     scanner: Scanner<'t>,
     diagnostics: Vec<Diagnostic>,
     /// Members and items of the open containers, innermost last.
-    members: Vec<Member>,
-    items: Vec<Node>,
+    members: Vec<Member<'t>>,
+    items: Vec<Node<'t>>,
     depth: usize,
     /// Nesting beyond this gives up (the general path reports it).
     max_depth: usize,
@@ -337,7 +365,7 @@ const STRICT: ParseOptions = ParseOptions {
 const DUPLICATE_SCAN_MAX: usize = 16;
 
 impl<'t> Builder<'t> {
-    fn parse(text: &'t str, max_depth: usize) -> Option<(Node, Vec<Diagnostic>)> {
+    fn parse(text: &'t str, max_depth: usize) -> Option<(Node<'t>, Vec<Diagnostic>)> {
         // The parser's own leniencies, as jsonc-parser hands them to its scanner: the fast
         // path accepts exactly what the strict parser accepts.
         let options = ScannerOptions {
@@ -377,23 +405,23 @@ impl<'t> Builder<'t> {
         Span::new(self.scanner.token_start(), self.scanner.token_end())
     }
 
-    fn string(&mut self, decoded: &str, span: Span) -> Str {
+    fn string(&mut self, decoded: Cow<'t, str>, span: Span) -> Str<'t> {
         match Str::from_source(self.text, span) {
             Ok(s) => s,
             Err(d) => {
                 self.diagnostics.push(*d);
-                Str::opaque(decoded.to_owned(), span)
+                Str::opaque(decoded, span)
             }
         }
     }
 
-    fn value(&mut self, token: Token<'t>) -> Option<Node> {
+    fn value(&mut self, token: Token<'t>) -> Option<Node<'t>> {
         let span = self.token_span();
         let kind = match token {
             Token::Null => Kind::Null,
             Token::Boolean(b) => Kind::Bool(b),
-            Token::Number(n) => Kind::Number(n.into()),
-            Token::String(s) => Kind::String(self.string(&s, span)),
+            Token::Number(n) => Kind::Number(Cow::Borrowed(n)),
+            Token::String(s) => Kind::String(self.string(s, span)),
             Token::OpenBracket => return self.array(span.start),
             Token::OpenBrace => return self.object(span.start),
             _ => return None,
@@ -401,7 +429,7 @@ impl<'t> Builder<'t> {
         Some(Node { span, kind })
     }
 
-    fn array(&mut self, start: usize) -> Option<Node> {
+    fn array(&mut self, start: usize) -> Option<Node<'t>> {
         self.depth += 1;
         if self.depth > self.max_depth {
             return None;
@@ -424,21 +452,21 @@ impl<'t> Builder<'t> {
             }
         }
         self.depth -= 1;
-        let items: Vec<Node> = self.items.drain(base..).collect();
+        let items: Vec<Node<'t>> = self.items.drain(base..).collect();
         Some(Node {
             span: Span::new(start, self.scanner.token_end()),
             kind: Kind::Array(items),
         })
     }
 
-    fn object(&mut self, start: usize) -> Option<Node> {
+    fn object(&mut self, start: usize) -> Option<Node<'t>> {
         self.depth += 1;
         if self.depth > self.max_depth {
             return None;
         }
         let base = self.members.len();
         // Keys seen, once the object is too large to scan: key → its first span.
-        let mut seen: Option<HashMap<String, Span>> = None;
+        let mut seen: Option<HashMap<Cow<'t, str>, Span>> = None;
         let mut token = self.next()?;
         if !matches!(token, Token::CloseBrace) {
             loop {
@@ -446,7 +474,7 @@ impl<'t> Builder<'t> {
                     return None;
                 };
                 let key_span = self.token_span();
-                let key = self.string(&k, key_span);
+                let key = self.string(k, key_span);
                 let own = self.members.get(base..).unwrap_or_default();
                 if seen.is_none() && own.len() >= DUPLICATE_SCAN_MAX {
                     seen = Some(
@@ -486,7 +514,7 @@ impl<'t> Builder<'t> {
             }
         }
         self.depth -= 1;
-        let members: Vec<Member> = self.members.drain(base..).collect();
+        let members: Vec<Member<'t>> = self.members.drain(base..).collect();
         Some(Node {
             span: Span::new(start, self.scanner.token_end()),
             kind: Kind::Object(members),
@@ -494,7 +522,7 @@ impl<'t> Builder<'t> {
     }
 }
 
-fn duplicate_key(key: &Str, key_span: Span, first: Span) -> Diagnostic {
+fn duplicate_key(key: &Str<'_>, key_span: Span, first: Span) -> Diagnostic {
     Diagnostic::new(
         Code::DuplicateKey,
         key_span,
@@ -510,12 +538,12 @@ struct Converter<'t> {
     diagnostics: Vec<Diagnostic>,
 }
 
-impl Converter<'_> {
+impl<'t> Converter<'t> {
     fn span(r: jsonc_parser::common::Range) -> Span {
         Span::new(r.start, r.end)
     }
 
-    fn string(&mut self, r: jsonc_parser::common::Range, fallback: &str) -> Str {
+    fn string(&mut self, r: jsonc_parser::common::Range, fallback: &str) -> Str<'t> {
         match Str::from_source(self.text, Self::span(r)) {
             Ok(s) => s,
             Err(d) => {
@@ -525,13 +553,13 @@ impl Converter<'_> {
         }
     }
 
-    fn node(&mut self, v: &ast::Value<'_>) -> Node {
+    fn node(&mut self, v: &ast::Value<'t>) -> Node<'t> {
         use jsonc_parser::common::Ranged;
         let span = Self::span(v.range());
         let kind = match v {
             ast::Value::NullKeyword(_) => Kind::Null,
             ast::Value::BooleanLit(b) => Kind::Bool(b.value),
-            ast::Value::NumberLit(n) => Kind::Number(n.value.into()),
+            ast::Value::NumberLit(n) => Kind::Number(Cow::Borrowed(n.value)),
             ast::Value::StringLit(s) => Kind::String(self.string(s.range, &s.value)),
             ast::Value::Array(a) => Kind::Array(a.elements.iter().map(|e| self.node(e)).collect()),
             ast::Value::Object(o) => {
@@ -564,7 +592,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
-    fn ok(text: &str) -> Node {
+    fn ok(text: &str) -> Node<'_> {
         let p = parse(text, &Limits::default());
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         p.root.unwrap()
