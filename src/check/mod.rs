@@ -231,6 +231,7 @@ struct Checker<'p> {
 /// without a `$` are used verbatim.
 pub fn text_pointers(p: &Program) -> Vec<(String, &str)> {
     let mut out = Vec::new();
+    let mut ptr = String::new();
     for (_, s) in all_steps(p) {
         for (field, text) in [("prompt", &s.prompt), ("system", &s.system)] {
             if let Some(t) = text.as_ref().filter(|t| t.value.contains('$')) {
@@ -238,7 +239,7 @@ pub fn text_pointers(p: &Program) -> Vec<(String, &str)> {
             }
         }
         if let Some(args) = &s.args {
-            let mut ptr = String::with_capacity(s.pointer.len() + 32);
+            ptr.clear();
             ptr.push_str(&s.pointer);
             ptr.push_str("/args");
             refs::visit_strings(args, &mut ptr, &mut |p, t| {

@@ -165,7 +165,7 @@ pub fn too_large(what: &str, size: u64, limit: usize) -> Diagnostic {
 /// Append `/key` to a JSON pointer, escaping `~` and `/` (RFC 6901).
 pub fn push_pointer_segment(ptr: &mut String, key: &str) {
     ptr.push('/');
-    if !key.contains(['~', '/']) {
+    if !key.bytes().any(|b| b == b'~' || b == b'/') {
         ptr.push_str(key);
         return;
     }
