@@ -12,7 +12,7 @@
 
 mod common;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use nanovm::check::{Options, check_source};
 use serde_json::{Value, json};
 use std::hint::black_box;
@@ -74,4 +74,25 @@ criterion_group! {
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     targets = bench
 }
-criterion_main!(benches);
+/// One op as criterion times it: the check and dropping its report.
+#[inline(never)]
+fn check_once(text: &str, opts: &Options) -> bool {
+    let report = check_source(black_box(text), opts);
+    black_box(&report);
+    report.valid()
+}
+
+/// `NANOVM_CHECK_ONCE=N cargo bench --bench check`: one check of `validate_N` and nothing
+/// else, for callgrind (`--toggle-collect='*check_once*'`); criterion otherwise.
+fn main() {
+    if let Some(n) = std::env::var("NANOVM_CHECK_ONCE")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let text = serde_json::to_string(&validate_program(n)).unwrap();
+        assert!(check_once(&text, &Options::default()));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

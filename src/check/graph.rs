@@ -230,16 +230,15 @@ pub(crate) struct Analysis {
 impl Analysis {
     fn new(g: &Graph) -> Self {
         let n = g.node_count();
-        let mut succ = vec![Succ::new(); n];
-        let mut ends = vec![false; n];
+        let mut ends = Vec::with_capacity(n);
         let mut buf = Vec::new();
-        for (i, s) in succ.iter_mut().enumerate() {
-            let e = g.successors(i, &mut buf);
-            if let Some(x) = ends.get_mut(i) {
-                *x = e;
-            }
-            *s = Succ::from_slice(&buf);
-        }
+        // Built in one pass (`vec![Succ::new(); n]` clones a SmallVec per node first).
+        let succ: Vec<Succ> = (0..n)
+            .map(|i| {
+                ends.push(g.successors(i, &mut buf));
+                Succ::from_slice(&buf)
+            })
+            .collect();
         let mut a = Analysis {
             reachable: vec![false; n],
             ends,

@@ -163,7 +163,8 @@ pub fn check_source(text: &str, opts: &Options) -> Report {
             graph: None,
         };
     };
-    let (program, decoded) = program::decode_owned(root);
+    let (program, decoded) = program::decode(&root);
+    drop(root);
     diagnostics.extend(decoded);
     let Some(program) = program else {
         return Report {
@@ -230,18 +231,19 @@ struct Checker<'p> {
 /// without a `$` are used verbatim.
 pub fn text_pointers(p: &Program) -> Vec<(String, &str)> {
     let mut out = Vec::new();
+    let mut ptr = String::new();
     for (_, s) in all_steps(p) {
         for (field, text) in [("prompt", &s.prompt), ("system", &s.system)] {
             if let Some(t) = text.as_ref().filter(|t| t.value.contains('$')) {
-                out.push((format!("{}/{field}", s.pointer), t.value.as_str()));
+                out.push((format!("{}/{field}", s.pointer), t.as_str()));
             }
         }
         if let Some(args) = &s.args {
-            let mut ptr = String::with_capacity(s.pointer.len() + 32);
+            ptr.clear();
             ptr.push_str(&s.pointer);
             ptr.push_str("/args");
             refs::visit_strings(args, &mut ptr, &mut |p, t| {
-                out.push((p.to_owned(), t.value.as_str()));
+                out.push((p.to_owned(), t.as_str()));
             });
         }
     }

@@ -233,17 +233,17 @@ pub(super) fn check_references(
         .inputs
         .as_ref()
         .map(|is| is.iter().map(|i| (i.name.value.as_str(), &i.ty)).collect());
-    let mut candidates: Vec<String> = steps.keys().map(|k| (*k).to_owned()).collect();
-    candidates.extend(output_keys.keys().map(|k| (*k).to_owned()));
-    if let Some(i) = &inputs {
-        candidates.extend(i.keys().map(|k| (*k).to_owned()));
-    }
-
+    let candidates = steps
+        .keys()
+        .chain(output_keys.keys())
+        .chain(inputs.iter().flat_map(|i| i.keys()))
+        .copied();
+    let candidates = Arc::new(types::Suggestions::new(candidates));
     let names = Names {
         steps,
         output_keys,
         inputs,
-        candidates: Arc::new(types::Suggestions::new(candidates)),
+        candidates,
     };
     let mut ctx = Ctx {
         names: &names,
@@ -251,6 +251,11 @@ pub(super) fn check_references(
         cache: RanCache::default(),
     };
     let mut conditions = vec![None; p.steps.len()];
+    // The references of each distinct argument string worth checking (`$order_id` in every
+    // step is split once): none when every reference is a context name that looks like no
+    // known name (nothing to say, wherever the string is).
+    let mut arg_refs: HashMap<&str, Option<Vec<TemplateRef>>> = HashMap::default();
+    let mut ptr = String::new();
     for (i, s) in all_steps(p) {
         let top_level = p.steps.get(i).is_some_and(|t| std::ptr::eq(t, s));
         // A condition or parallel sub-step is reported by its parent (NV0018); its fields are
@@ -321,13 +326,16 @@ pub(super) fn check_references(
             }
         }
         if let Some(args) = &s.args {
-            let mut ptr = String::new();
+            ptr.clear();
             visit_strings(args, &mut ptr, &mut |rel, text| {
-                let refs = template_refs(&text.value);
-                if refs.is_empty() {
+                let refs = arg_refs.entry(text.as_str()).or_insert_with(|| {
+                    let refs = template_refs(text.as_str());
+                    refs.iter().any(|r| !quiet(&names, r)).then_some(refs)
+                });
+                let Some(refs) = refs else {
                     return;
-                }
-                for d in ref_diagnostics(&mut ctx, &refs, &site) {
+                };
+                for d in ref_diagnostics(&mut ctx, refs, &site) {
                     let d = d
                         .map_spans(|sp| text.source_span(sp))
                         .with_pointer(format!("{}/args{rel}", s.pointer))
@@ -362,6 +370,15 @@ fn check_text(
     }
 }
 
+/// A context name (no `inputs` declared) that looks like no known name: nothing to say.
+fn quiet(names: &Names<'_>, r: &TemplateRef) -> bool {
+    let root = r.path.root.as_str();
+    names.inputs.is_none()
+        && !names.steps.contains_key(root)
+        && !names.output_keys.contains_key(root)
+        && names.candidates.suggest(root).is_none()
+}
+
 fn ref_diagnostics(
     ctx: &mut Ctx<'_, '_>,
     refs: &[TemplateRef],
@@ -369,15 +386,10 @@ fn ref_diagnostics(
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for r in refs {
-        // A context name (no `inputs` declared) that looks like no known name: nothing to say.
-        let root = r.path.root.as_str();
-        if ctx.names.inputs.is_none()
-            && !ctx.names.steps.contains_key(root)
-            && !ctx.names.output_keys.contains_key(root)
-            && ctx.names.candidates.suggest(root).is_none()
-        {
+        if quiet(ctx.names, r) {
             continue;
         }
+        let root = r.path.root.as_str();
         let env = ctx.env(std::iter::once(root), site);
         let e = Expr {
             kind: ExprKind::Var(r.path.clone()),

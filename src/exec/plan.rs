@@ -162,7 +162,7 @@ fn step_plan(checked: &CheckedProgram, s: &Step) -> StepPlan {
         t.as_ref()
             .map(|t| match checked.text(&format!("{}/{field}", s.pointer)) {
                 Some(tpl) => Text::Tpl(tpl.clone()),
-                None => Text::Lit(t.value.clone()),
+                None => Text::Lit(t.as_str().to_owned()),
             })
     };
     let args = s.args.as_ref().map(|a| {
@@ -195,7 +195,7 @@ fn step_plan(checked: &CheckedProgram, s: &Step) -> StepPlan {
         condition: s
             .condition
             .as_ref()
-            .map(|c| c.value.clone())
+            .map(|c| c.as_str().to_owned())
             .unwrap_or_default(),
         subs: s
             .parallel_steps
@@ -253,7 +253,7 @@ fn arg_plan(checked: &CheckedProgram, node: &Node, ptr: &mut String) -> Arg {
                 }
                 let len = ptr.len();
                 push_pointer_segment(ptr, &m.key.value);
-                plans.push((m.key.value.clone(), arg_plan(checked, &m.value, ptr)));
+                plans.push((m.key.as_str().to_owned(), arg_plan(checked, &m.value, ptr)));
                 ptr.truncate(len);
             }
             if plans.iter().all(|(_, p)| matches!(p, Arg::Const(_))) {

@@ -123,17 +123,36 @@ pub struct TypeEnv {
 /// once per check, however many times it occurs (the check stays linear).
 #[derive(Debug, Default)]
 pub struct Suggestions {
-    /// In no particular order: ties go to the smallest name, as if sorted.
-    names: Vec<String>,
+    /// Every name, one after another (one allocation for thousands of step ids), in no
+    /// particular order: ties go to the smallest name, as if sorted.
+    text: String,
+    /// Where each name ends in `text`.
+    ends: Vec<usize>,
     cache: std::sync::Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Suggestions {
-    pub fn new(names: Vec<String>) -> Self {
+    pub fn new<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for n in names {
+            text.push_str(n.as_ref());
+            ends.push(text.len());
+        }
         Self {
-            names,
+            text,
+            ends,
             cache: std::sync::Mutex::default(),
         }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let name = self.text.get(start..end).unwrap_or_default();
+            start = end;
+            name
+        })
     }
 
     /// The closest name within the edit budget for `name`'s length (none for names of one or
@@ -146,9 +165,7 @@ impl Suggestions {
         // `did_you_mean` over the sorted names: the closest, the first in order among equals.
         let compute = || {
             let chars = name.chars().count();
-            self.names
-                .iter()
-                .map(String::as_str)
+            self.names()
                 .filter(|c| *c != name)
                 .filter(|c| c.len().abs_diff(name.len()) <= 4 * max)
                 .filter(|c| c.chars().count().abs_diff(chars) <= max)

@@ -4,6 +4,10 @@
 //! [`Node`]s that each know their byte range. Duplicate keys stay visible in the tree and are
 //! reported. A [`Str`] maps offsets in its decoded text back to bytes of the file, so a
 //! diagnostic inside a condition string underlines the right bytes even across escapes.
+//!
+//! The tree borrows the document: keys, strings without escapes and numbers are slices of the
+//! text (`'s`); only decoded escapes own their text. [`Node::to_static`] copies a subtree
+//! that outlives the text (the `args` a program keeps).
 
 mod string;
 
@@ -12,10 +16,8 @@ pub use string::Str;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
 use jsonc_parser::ast;
-use jsonc_parser::tokens::Token;
-use jsonc_parser::{
-    CollectOptions, CommentCollectionStrategy, ParseOptions, Scanner, ScannerOptions,
-};
+use jsonc_parser::{CollectOptions, CommentCollectionStrategy, ParseOptions};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Input limits of one JSON document.
@@ -36,32 +38,32 @@ impl Default for Limits {
     }
 }
 
-/// A JSON value with its byte range in the document.
+/// A JSON value with its byte range in the document (whose text it borrows, `'s`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
+pub struct Node<'s> {
     pub span: Span,
-    pub kind: Kind,
+    pub kind: Kind<'s>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
+pub enum Kind<'s> {
     Null,
     Bool(bool),
     /// The number's source text (already validated as a JSON number).
-    Number(Box<str>),
-    String(Str),
-    Array(Vec<Node>),
+    Number(Cow<'s, str>),
+    String(Str<'s>),
+    Array(Vec<Node<'s>>),
     /// Members in document order, duplicates included.
-    Object(Vec<Member>),
+    Object(Vec<Member<'s>>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub key: Str,
-    pub value: Node,
+pub struct Member<'s> {
+    pub key: Str<'s>,
+    pub value: Node<'s>,
 }
 
-impl Node {
+impl<'s> Node<'s> {
     /// The JSON type name used in diagnostics.
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
@@ -75,7 +77,7 @@ impl Node {
         }
     }
 
-    pub fn as_str(&self) -> Option<&Str> {
+    pub fn as_str(&self) -> Option<&Str<'s>> {
         match &self.kind {
             Kind::String(s) => Some(s),
             _ => None,
@@ -83,7 +85,7 @@ impl Node {
     }
 
     /// The first member with this key.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node<'s>> {
         match &self.kind {
             Kind::Object(ms) => ms.iter().find(|m| m.key.value == key).map(|m| &m.value),
             _ => None,
@@ -97,17 +99,40 @@ impl Node {
             Kind::Null => Value::Null,
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Number(n) => number_value(n),
-            Kind::String(s) => Value::String(s.value.clone()),
+            Kind::String(s) => Value::String(s.as_str().to_owned()),
             Kind::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
             Kind::Object(ms) => {
                 let mut map = serde_json::Map::with_capacity(ms.len());
                 for m in ms {
-                    if !map.contains_key(&m.key.value) {
-                        map.insert(m.key.value.clone(), m.value.to_value());
+                    if !map.contains_key(m.key.as_str()) {
+                        map.insert(m.key.as_str().to_owned(), m.value.to_value());
                     }
                 }
                 Value::Object(map)
             }
+        }
+    }
+
+    /// A copy of the subtree that owns all its text.
+    pub fn to_static(&self) -> Node<'static> {
+        let kind = match &self.kind {
+            Kind::Null => Kind::Null,
+            Kind::Bool(b) => Kind::Bool(*b),
+            Kind::Number(n) => Kind::Number(Cow::Owned(String::from(&**n))),
+            Kind::String(s) => Kind::String(s.to_static()),
+            Kind::Array(items) => Kind::Array(items.iter().map(Node::to_static).collect()),
+            Kind::Object(ms) => Kind::Object(
+                ms.iter()
+                    .map(|m| Member {
+                        key: m.key.to_static(),
+                        value: m.value.to_static(),
+                    })
+                    .collect(),
+            ),
+        };
+        Node {
+            span: self.span,
+            kind,
         }
     }
 }
@@ -140,7 +165,7 @@ pub fn too_large(what: &str, size: u64, limit: usize) -> Diagnostic {
 /// Append `/key` to a JSON pointer, escaping `~` and `/` (RFC 6901).
 pub fn push_pointer_segment(ptr: &mut String, key: &str) {
     ptr.push('/');
-    if !key.contains(['~', '/']) {
+    if !key.bytes().any(|b| b == b'~' || b == b'/') {
         ptr.push_str(key);
         return;
     }
@@ -175,13 +200,13 @@ fn number_value(n: &str) -> serde_json::Value {
 
 /// A parsed document: the tree (absent when the text is not JSON) and every diagnostic.
 #[derive(Debug, Clone)]
-pub struct Parsed {
-    pub root: Option<Node>,
+pub struct Parsed<'s> {
+    pub root: Option<Node<'s>>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
 /// Parse strict JSON. Never panics; every problem is a diagnostic with a position.
-pub fn parse(text: &str, limits: &Limits) -> Parsed {
+pub fn parse<'s>(text: &'s str, limits: &Limits) -> Parsed<'s> {
     let fail = |d: Diagnostic| Parsed {
         root: None,
         diagnostics: vec![d],
@@ -199,8 +224,17 @@ pub fn parse(text: &str, limits: &Limits) -> Parsed {
             diagnostics,
         };
     }
-    // Too deep, not strict JSON, or nested beyond the fast path: the depth scan, then
-    // jsonc-parser's own parser finds the error, with its position and kind.
+    general(text, limits)
+}
+
+/// The general path of [`parse`], for what the fast path leaves: too deep, not strict JSON,
+/// strings with raw control characters or bad escapes, or nested beyond the fast path. The
+/// depth scan, then jsonc-parser's own parser finds the error, with its position and kind.
+fn general<'s>(text: &'s str, limits: &Limits) -> Parsed<'s> {
+    let fail = |d: Diagnostic| Parsed {
+        root: None,
+        diagnostics: vec![d],
+    };
     if let Some(at) = too_deep(text, limits.max_depth) {
         return fail(
             Diagnostic::new(
@@ -302,21 +336,40 @@ fn too_deep(text: &str, max: usize) -> Option<usize> {
 /// general path, whose parser has its own depth limit.
 const FAST_MAX_DEPTH: usize = 200;
 
-/// The fast path of [`parse`]: one pass over jsonc-parser's scanner (strict options) that
-/// builds the tree directly. It accepts exactly strict RFC 8259 JSON within the depth limit
-/// and gives up (`None`) at the first token that is not, leaving the error to the depth scan
-/// and jsonc-parser's parser, so every syntax diagnostic is the parser's. Its own diagnostics (strings, duplicate keys) come in the same
-/// order as the general path's.
+/// The fast path of [`parse`]: one pass of its own lexer that builds the tree directly. It
+/// accepts RFC 8259 JSON within the depth limit, with ASCII whitespace only and strings whose
+/// escapes decode (a subset of what jsonc-parser's strict parser accepts, with the same tree),
+/// and gives up (`None`) at the first byte it does not accept, leaving the document to the
+/// depth scan and jsonc-parser's parser: every syntax and string diagnostic is the general
+/// path's. Its own diagnostics (duplicate keys) come in the same order as the general path's.
 struct Builder<'t> {
     text: &'t str,
-    scanner: Scanner<'t>,
+    bytes: &'t [u8],
+    /// The next byte to read.
+    pos: usize,
+    /// Where the last token starts.
+    start: usize,
     diagnostics: Vec<Diagnostic>,
     /// Members and items of the open containers, innermost last.
-    members: Vec<Member>,
-    items: Vec<Node>,
+    members: Vec<Member<'t>>,
+    items: Vec<Node<'t>>,
     depth: usize,
     /// Nesting beyond this gives up (the general path reports it).
     max_depth: usize,
+}
+
+/// A token of the fast path's lexer.
+enum Token<'t> {
+    OpenBrace,
+    CloseBrace,
+    OpenBracket,
+    CloseBracket,
+    Comma,
+    Colon,
+    Null,
+    Bool(bool),
+    Number(&'t str),
+    String(Str<'t>),
 }
 
 /// Strict RFC 8259 JSON: every leniency of jsonc-parser off.
@@ -337,20 +390,12 @@ const STRICT: ParseOptions = ParseOptions {
 const DUPLICATE_SCAN_MAX: usize = 16;
 
 impl<'t> Builder<'t> {
-    fn parse(text: &'t str, max_depth: usize) -> Option<(Node, Vec<Diagnostic>)> {
-        // The parser's own leniencies, as jsonc-parser hands them to its scanner: the fast
-        // path accepts exactly what the strict parser accepts.
-        let options = ScannerOptions {
-            allow_single_quoted_strings: STRICT.allow_single_quoted_strings,
-            allow_hexadecimal_numbers: STRICT.allow_hexadecimal_numbers,
-            allow_unary_plus_numbers: STRICT.allow_unary_plus_numbers,
-            allow_bare_decimal_point_numbers: STRICT.allow_bare_decimal_point_numbers,
-            allow_non_finite_numbers: STRICT.allow_non_finite_numbers,
-            allow_extended_string_escapes: STRICT.allow_extended_string_escapes,
-        };
+    fn parse(text: &'t str, max_depth: usize) -> Option<(Node<'t>, Vec<Diagnostic>)> {
         let mut b = Builder {
             text,
-            scanner: Scanner::new(text, &options),
+            bytes: text.as_bytes(),
+            pos: 0,
+            start: 0,
             diagnostics: Vec::new(),
             members: Vec::new(),
             items: Vec::new(),
@@ -359,41 +404,132 @@ impl<'t> Builder<'t> {
         };
         let first = b.next()?;
         let root = b.value(first)?;
-        match b.scanner.scan() {
-            Ok(None) => Some((root, b.diagnostics)),
-            _ => None,
+        b.skip_whitespace();
+        (b.pos == b.bytes.len()).then_some((root, b.diagnostics))
+    }
+
+    /// RFC 8259 whitespace only (jsonc-parser also skips vertical tab, form feed and Unicode
+    /// spaces: those documents take the general path).
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
         }
     }
 
-    /// The next token; `None` at the end of the text, on a scanner error or a comment.
+    /// The next token; `None` at the end of the text or at anything the fast path leaves to
+    /// the general one.
     fn next(&mut self) -> Option<Token<'t>> {
-        match self.scanner.scan() {
-            Ok(Some(Token::CommentLine(_) | Token::CommentBlock(_))) | Ok(None) | Err(_) => None,
-            Ok(Some(t)) => Some(t),
+        self.skip_whitespace();
+        self.start = self.pos;
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(match b {
+            b'{' => Token::OpenBrace,
+            b'}' => Token::CloseBrace,
+            b'[' => Token::OpenBracket,
+            b']' => Token::CloseBracket,
+            b',' => Token::Comma,
+            b':' => Token::Colon,
+            b'"' => return self.string(),
+            b'-' | b'0'..=b'9' => return self.number(),
+            // A letter or digit right after a literal (`truex`) is not a token the builder
+            // accepts next, so the document goes to the general path.
+            b't' => self.word(b"rue", Token::Bool(true))?,
+            b'f' => self.word(b"alse", Token::Bool(false))?,
+            b'n' => self.word(b"ull", Token::Null)?,
+            _ => return None,
+        })
+    }
+
+    fn word(&mut self, rest: &[u8], token: Token<'t>) -> Option<Token<'t>> {
+        let end = self.pos + rest.len();
+        (self.bytes.get(self.pos..end)? == rest).then(|| {
+            self.pos = end;
+            token
+        })
+    }
+
+    fn digits(&mut self) -> usize {
+        let from = self.pos;
+        while let Some(b'0'..=b'9') = self.bytes.get(self.pos) {
+            self.pos += 1;
         }
+        self.pos - from
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`; the first byte is read.
+    fn number(&mut self) -> Option<Token<'t>> {
+        let first = *self.bytes.get(self.start)?;
+        let int_first = if first == b'-' {
+            let b = *self.bytes.get(self.pos)?;
+            self.pos += 1;
+            b
+        } else {
+            first
+        };
+        match int_first {
+            b'0' => {}
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.bytes.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.pos) {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.bytes.get(self.pos) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        self.text.get(self.start..self.pos).map(Token::Number)
+    }
+
+    /// A string literal; the opening quote is read. Raw control characters and escapes that
+    /// do not decode go to the general path (which reports them).
+    fn string(&mut self) -> Option<Token<'t>> {
+        let mut escaped = false;
+        loop {
+            let b = *self.bytes.get(self.pos)?;
+            self.pos += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    // The escaped byte: a quote here does not end the string.
+                    self.bytes.get(self.pos)?;
+                    self.pos += 1;
+                }
+                0..0x20 => return None,
+                _ => {}
+            }
+        }
+        let span = Span::new(self.start, self.pos);
+        if escaped {
+            return Str::from_source(self.text, span).ok().map(Token::String);
+        }
+        let raw = self.text.get(self.start + 1..self.pos - 1)?;
+        Some(Token::String(Str::plain(raw, span)))
     }
 
     fn token_span(&self) -> Span {
-        Span::new(self.scanner.token_start(), self.scanner.token_end())
+        Span::new(self.start, self.pos)
     }
 
-    fn string(&mut self, decoded: &str, span: Span) -> Str {
-        match Str::from_source(self.text, span) {
-            Ok(s) => s,
-            Err(d) => {
-                self.diagnostics.push(*d);
-                Str::opaque(decoded.to_owned(), span)
-            }
-        }
-    }
-
-    fn value(&mut self, token: Token<'t>) -> Option<Node> {
+    fn value(&mut self, token: Token<'t>) -> Option<Node<'t>> {
         let span = self.token_span();
         let kind = match token {
             Token::Null => Kind::Null,
-            Token::Boolean(b) => Kind::Bool(b),
-            Token::Number(n) => Kind::Number(n.into()),
-            Token::String(s) => Kind::String(self.string(&s, span)),
+            Token::Bool(b) => Kind::Bool(b),
+            Token::Number(n) => Kind::Number(Cow::Borrowed(n)),
+            Token::String(s) => Kind::String(s),
             Token::OpenBracket => return self.array(span.start),
             Token::OpenBrace => return self.object(span.start),
             _ => return None,
@@ -401,7 +537,7 @@ impl<'t> Builder<'t> {
         Some(Node { span, kind })
     }
 
-    fn array(&mut self, start: usize) -> Option<Node> {
+    fn array(&mut self, start: usize) -> Option<Node<'t>> {
         self.depth += 1;
         if self.depth > self.max_depth {
             return None;
@@ -424,29 +560,28 @@ impl<'t> Builder<'t> {
             }
         }
         self.depth -= 1;
-        let items: Vec<Node> = self.items.drain(base..).collect();
+        let items: Vec<Node<'t>> = self.items.drain(base..).collect();
         Some(Node {
-            span: Span::new(start, self.scanner.token_end()),
+            span: Span::new(start, self.pos),
             kind: Kind::Array(items),
         })
     }
 
-    fn object(&mut self, start: usize) -> Option<Node> {
+    fn object(&mut self, start: usize) -> Option<Node<'t>> {
         self.depth += 1;
         if self.depth > self.max_depth {
             return None;
         }
         let base = self.members.len();
         // Keys seen, once the object is too large to scan: key → its first span.
-        let mut seen: Option<HashMap<String, Span>> = None;
+        let mut seen: Option<HashMap<Cow<'t, str>, Span>> = None;
         let mut token = self.next()?;
         if !matches!(token, Token::CloseBrace) {
             loop {
-                let Token::String(k) = token else {
+                let Token::String(key) = token else {
                     return None;
                 };
-                let key_span = self.token_span();
-                let key = self.string(&k, key_span);
+                let key_span = key.span;
                 let own = self.members.get(base..).unwrap_or_default();
                 if seen.is_none() && own.len() >= DUPLICATE_SCAN_MAX {
                     seen = Some(
@@ -486,15 +621,15 @@ impl<'t> Builder<'t> {
             }
         }
         self.depth -= 1;
-        let members: Vec<Member> = self.members.drain(base..).collect();
+        let members: Vec<Member<'t>> = self.members.drain(base..).collect();
         Some(Node {
-            span: Span::new(start, self.scanner.token_end()),
+            span: Span::new(start, self.pos),
             kind: Kind::Object(members),
         })
     }
 }
 
-fn duplicate_key(key: &Str, key_span: Span, first: Span) -> Diagnostic {
+fn duplicate_key(key: &Str<'_>, key_span: Span, first: Span) -> Diagnostic {
     Diagnostic::new(
         Code::DuplicateKey,
         key_span,
@@ -510,12 +645,12 @@ struct Converter<'t> {
     diagnostics: Vec<Diagnostic>,
 }
 
-impl Converter<'_> {
+impl<'t> Converter<'t> {
     fn span(r: jsonc_parser::common::Range) -> Span {
         Span::new(r.start, r.end)
     }
 
-    fn string(&mut self, r: jsonc_parser::common::Range, fallback: &str) -> Str {
+    fn string(&mut self, r: jsonc_parser::common::Range, fallback: &str) -> Str<'t> {
         match Str::from_source(self.text, Self::span(r)) {
             Ok(s) => s,
             Err(d) => {
@@ -525,13 +660,13 @@ impl Converter<'_> {
         }
     }
 
-    fn node(&mut self, v: &ast::Value<'_>) -> Node {
+    fn node(&mut self, v: &ast::Value<'t>) -> Node<'t> {
         use jsonc_parser::common::Ranged;
         let span = Self::span(v.range());
         let kind = match v {
             ast::Value::NullKeyword(_) => Kind::Null,
             ast::Value::BooleanLit(b) => Kind::Bool(b.value),
-            ast::Value::NumberLit(n) => Kind::Number(n.value.into()),
+            ast::Value::NumberLit(n) => Kind::Number(Cow::Borrowed(n.value)),
             ast::Value::StringLit(s) => Kind::String(self.string(s.range, &s.value)),
             ast::Value::Array(a) => Kind::Array(a.elements.iter().map(|e| self.node(e)).collect()),
             ast::Value::Object(o) => {
@@ -564,7 +699,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
-    fn ok(text: &str) -> Node {
+    fn ok(text: &str) -> Node<'_> {
         let p = parse(text, &Limits::default());
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         p.root.unwrap()
@@ -630,6 +765,107 @@ mod tests {
         assert_eq!(p.diagnostics[0].code, Code::DuplicateKey);
         assert_eq!(p.diagnostics[0].span, Span::new(9, 12));
         assert_eq!(p.root.unwrap().to_value(), serde_json::json!({"a": 1}));
+    }
+
+    /// The fast path gives up or builds exactly what the general path builds.
+    fn same_as_general(text: &str) -> bool {
+        let limits = Limits::default();
+        let Some((root, diagnostics)) = Builder::parse(text, limits.max_depth) else {
+            return false;
+        };
+        let g = general(text, &limits);
+        assert_eq!(g.root.as_ref(), Some(&root), "{text:?}");
+        assert_eq!(g.diagnostics, diagnostics, "{text:?}");
+        true
+    }
+
+    #[test]
+    fn fast_path_builds_what_the_general_path_builds() {
+        for fast in [
+            r#"{"a": [1, -2.5e+3, 0, -0, 1E9, 0.5E-7, "x", true, false, null, {}, []]}"#,
+            r#" {"k\"ey": "a\nb\u00e9\ud83d\ude00\/\\\b\f\r\t", "e": ""} "#,
+            "[\"\u{e9}\u{1F600}\"]",
+            r#"{"a": 1, "a": 2, "b": {"a": 3}}"#,
+            "\t[1,\r\n2]\n",
+            "0",
+            "\"s\"",
+        ] {
+            assert!(same_as_general(fast), "{fast}");
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{}\": {i}", i % 30)).collect();
+        assert!(same_as_general(&format!("{{{}}}", many.join(","))));
+        // Left to the general path.
+        for slow in [
+            "{\"a\": 1,}",
+            "[1,]",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[+1]",
+            "[-]",
+            "[1e]",
+            "[0x1]",
+            "[truex]",
+            "[true1]",
+            "[nul]",
+            "[NaN]",
+            "\u{feff}{}",
+            "{}\u{a0}",
+            "[1,\u{b}2]",
+            "{\"a\": \"x\u{1}\"}",
+            r#"{"a": "\q"}"#,
+            r#"{"a": "\ud800"}"#,
+            r#"{"a": "\udc00"}"#,
+            r#"{"a": "\u00"}"#,
+            r#"{"a": "\é"}"#,
+            "\"unterminated",
+            "{\"a\" 1}",
+            "{a: 1}",
+            "{'a': 1}",
+            "[1] 2",
+            "// c\n{}",
+            "",
+        ] {
+            assert!(!same_as_general(slow), "{slow:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_on_any_text(
+            text in "[\\[\\]{}:, \"\\\\/a-z0-9.eE+\\-\t\n\u{b}\u{a0}\u{1}\u{e9}]{0,24}"
+        ) {
+            same_as_general(&text);
+        }
+
+        #[test]
+        fn fast_path_agrees_on_json(v in json_value()) {
+            let text = serde_json::to_string(&v).unwrap();
+            proptest::prop_assert!(same_as_general(&text), "{}", text);
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            proptest::prop_assert!(same_as_general(&pretty), "{}", pretty);
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,8}|[\u{0}-\u{1f}\"\\\\/]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(("[a-c\"\\\\]{0,3}", inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::Span;
+use std::borrow::Cow;
 
 /// One escape sequence: `dec_len` decoded bytes that came from `src_len` source bytes.
 /// Offsets are relative to the decoded text and to the first byte after the opening quote.
@@ -14,20 +15,21 @@ struct Escape {
 }
 
 /// A JSON string: its decoded value, the span of the literal (quotes included) and the
-/// escapes needed to map decoded offsets back to the file.
+/// escapes needed to map decoded offsets back to the file. The value borrows the document's
+/// text (`'s`) unless it had escapes; [`Str::to_static`] makes a copy that owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Str {
-    pub value: String,
+pub struct Str<'s> {
+    pub value: Cow<'s, str>,
     /// The literal in the file, quotes included.
     pub span: Span,
     escapes: Box<[Escape]>,
 }
 
-impl Str {
+impl<'s> Str<'s> {
     /// A string whose decoded text equals its source text (no escapes).
-    pub fn plain(value: String, span: Span) -> Self {
+    pub fn plain(value: impl Into<Cow<'s, str>>, span: Span) -> Self {
         Self {
-            value,
+            value: value.into(),
             span,
             escapes: Box::default(),
         }
@@ -36,7 +38,8 @@ impl Str {
     /// A string whose decoded text cannot be mapped back to the file (its literal is
     /// malformed and already reported): every decoded offset maps to the start or the end of
     /// the literal's content, so later diagnostics cover the whole literal.
-    pub fn opaque(value: String, span: Span) -> Self {
+    pub fn opaque(value: impl Into<Cow<'s, str>>, span: Span) -> Self {
+        let value = value.into();
         let src_len = span.end.saturating_sub(span.start).saturating_sub(2);
         Self {
             escapes: Box::new([Escape {
@@ -51,7 +54,7 @@ impl Str {
     }
 
     /// Decode the literal at `span` of `text` (a validated JSON string token).
-    pub fn from_source(text: &str, span: Span) -> Result<Self, Box<Diagnostic>> {
+    pub fn from_source(text: &'s str, span: Span) -> Result<Self, Box<Diagnostic>> {
         let bad = |at: usize, len: usize, msg: &str| {
             Box::new(
                 Diagnostic::new(
@@ -72,7 +75,7 @@ impl Str {
         // Both are ASCII, so a byte scan finds exactly the chars (no UTF-8 continuation byte is
         // below 0x80).
         if !raw.bytes().any(|b| b == b'\\' || b < b' ') {
-            return Ok(Self::plain(raw.to_owned(), span));
+            return Ok(Self::plain(raw, span));
         }
         let mut value = String::with_capacity(raw.len());
         let mut escapes = Vec::new();
@@ -131,10 +134,24 @@ impl Str {
             });
         }
         Ok(Self {
-            value,
+            value: Cow::Owned(value),
             span,
             escapes: escapes.into_boxed_slice(),
         })
+    }
+
+    /// The decoded text.
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+
+    /// A copy that owns its text.
+    pub fn to_static(&self) -> Str<'static> {
+        Str {
+            value: Cow::Owned(self.as_str().to_owned()),
+            span: self.span,
+            escapes: self.escapes.clone(),
+        }
     }
 
     /// The first byte of the content in the file (after the opening quote).
@@ -189,7 +206,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
-    fn lit(src: &str) -> Str {
+    fn lit(src: &str) -> Str<'_> {
         Str::from_source(src, Span::new(0, src.len())).unwrap()
     }
 

@@ -4,7 +4,7 @@
 use super::{Input, OnError, OnTimeout, Program, Spanned, Step, StepType};
 use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 use crate::expr::types::Type;
-use crate::json::{Kind, Member, Node, is_integer_text};
+use crate::json::{Kind, Member, Node, Str, is_integer_text};
 use crate::source::Span;
 use smallvec::SmallVec;
 use std::fmt::Write as _;
@@ -53,86 +53,16 @@ pub const INPUT_TYPES: &[&str] = &[
 pub const MAX_STEPS: usize = 100_000;
 
 /// Decode a program. Returns the model (absent only when the root is not an object) and every
-/// diagnostic, each with its JSON pointer and step id.
-pub fn decode(root: &Node) -> (Option<Program>, Vec<Diagnostic>) {
-    let (mut p, d) = Decoder::run(root);
-    if let Some(p) = &mut p {
-        fill_args(&mut p.steps, &mut d.args.iter(), &mut |path| {
-            node_at(root, path).cloned()
-        });
-    }
+/// diagnostic, each with its JSON pointer and step id. The model owns its text: it copies the
+/// few strings it keeps (ids, targets, texts, `args` trees) out of the tree.
+pub fn decode(root: &Node<'_>) -> (Option<Program>, Vec<Diagnostic>) {
+    let mut d = Decoder {
+        diags: Vec::new(),
+        errors: 0,
+        count: 0,
+    };
+    let p = d.program(root);
     (p, d.diags)
-}
-
-/// [`decode`] of a tree that is not needed afterwards: `args` trees are moved out of it
-/// rather than copied.
-pub(crate) fn decode_owned(mut root: Node) -> (Option<Program>, Vec<Diagnostic>) {
-    let (mut p, d) = Decoder::run(&root);
-    if let Some(p) = &mut p {
-        fill_args(&mut p.steps, &mut d.args.iter(), &mut |path| {
-            node_at_mut(&mut root, path).map(|n| {
-                let span = n.span;
-                std::mem::replace(
-                    n,
-                    Node {
-                        span,
-                        kind: Kind::Null,
-                    },
-                )
-            })
-        });
-    }
-    (p, d.diags)
-}
-
-/// Where a node sits in the tree: member or item indices from the root.
-type TreePath = SmallVec<[u32; 8]>;
-
-/// Give every step with `args` (a placeholder until now) its tree, in decoding order (a step,
-/// then its sub-steps).
-fn fill_args<'a>(
-    steps: &mut [Step],
-    paths: &mut impl Iterator<Item = &'a TreePath>,
-    get: &mut impl FnMut(&[u32]) -> Option<Node>,
-) {
-    for s in steps {
-        if let Some(args) = &mut s.args
-            && let Some(node) = paths.next().and_then(|p| get(p))
-        {
-            *args = node;
-        }
-        fill_args(&mut s.parallel_steps, paths, get);
-    }
-}
-
-fn child_node(n: &Node, i: u32) -> Option<&Node> {
-    let i = usize::try_from(i).ok()?;
-    match &n.kind {
-        Kind::Object(ms) => ms.get(i).map(|m| &m.value),
-        Kind::Array(items) => items.get(i),
-        _ => None,
-    }
-}
-
-fn node_at<'n>(root: &'n Node, path: &[u32]) -> Option<&'n Node> {
-    path.iter().try_fold(root, |n, i| child_node(n, *i))
-}
-
-fn node_at_mut<'n>(root: &'n mut Node, path: &[u32]) -> Option<&'n mut Node> {
-    let mut n = root;
-    for &i in path {
-        let i = usize::try_from(i).ok()?;
-        n = match &mut n.kind {
-            Kind::Object(ms) => &mut ms.get_mut(i)?.value,
-            Kind::Array(items) => items.get_mut(i)?,
-            _ => return None,
-        };
-    }
-    Some(n)
-}
-
-fn index(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 struct Decoder {
@@ -140,10 +70,6 @@ struct Decoder {
     /// Errors among `diags`.
     errors: usize,
     count: usize,
-    /// The tree path of the value being decoded.
-    path: TreePath,
-    /// The tree path of every `args` object, in decoding order (the steps hold placeholders).
-    args: Vec<TreePath>,
 }
 
 /// Where a value sits: its pointer (`ptr`, then `/field` when there is one; only a
@@ -172,18 +98,6 @@ fn child(ptr: &str, key: &str) -> String {
 }
 
 impl Decoder {
-    fn run(root: &Node) -> (Option<Program>, Self) {
-        let mut d = Decoder {
-            diags: Vec::new(),
-            errors: 0,
-            count: 0,
-            path: TreePath::new(),
-            args: Vec::new(),
-        };
-        let p = d.program(root);
-        (p, d)
-    }
-
     fn push(&mut self, at: At<'_>, d: Diagnostic) {
         if d.is_error() {
             self.errors += 1;
@@ -214,7 +128,12 @@ impl Decoder {
     }
 
     /// The members of an object, or a wrong-type diagnostic.
-    fn object<'n>(&mut self, node: &'n Node, at: At<'_>, field: &str) -> Option<&'n [Member]> {
+    fn object<'n, 's>(
+        &mut self,
+        node: &'n Node<'s>,
+        at: At<'_>,
+        field: &str,
+    ) -> Option<&'n [Member<'s>]> {
         match &node.kind {
             Kind::Object(ms) => Some(ms),
             _ => {
@@ -228,23 +147,23 @@ impl Decoder {
     /// JSON layer) keep their first value.
     fn fields<'n>(
         &mut self,
-        members: &'n [Member],
+        members: &'n [Member<'_>],
         known: &[&'static str],
         at: At<'_>,
         what: &str,
-    ) -> SmallVec<[(&'static str, u32, &'n Member); 8]> {
+    ) -> SmallVec<[(&'static str, &'n Member<'n>); 8]> {
         // Known fields are fewer than 64: a bit per field.
         let mut seen = 0u64;
         let mut out = SmallVec::with_capacity(members.len());
-        for (idx, m) in members.iter().enumerate() {
-            let key = m.key.value.as_str();
+        for m in members {
+            let key = m.key.as_str();
             match known.iter().position(|k| *k == key) {
                 Some(i) => {
                     let bit = 1u64 << (i % 64);
                     if seen & bit == 0 {
                         seen |= bit;
                         if let Some(k) = known.get(i) {
-                            out.push((*k, index(idx), m));
+                            out.push((*k, m));
                         }
                     }
                 }
@@ -280,7 +199,7 @@ impl Decoder {
 
     fn string(&mut self, node: &Node, at: At<'_>, field: &str) -> Option<Spanned<String>> {
         match &node.kind {
-            Kind::String(s) => Some(Spanned::new(s.value.clone(), node.span)),
+            Kind::String(s) => Some(Spanned::new(s.as_str().to_owned(), node.span)),
             _ => {
                 self.wrong_type(at, node, field, "a string");
                 None
@@ -415,7 +334,7 @@ impl Decoder {
             span: root.span,
         };
         let mut has_steps = false;
-        for (field, idx, m) in self.fields(members, FIELDS_PROGRAM, at, "a program") {
+        for (field, m) in self.fields(members, FIELDS_PROGRAM, at, "a program") {
             let ptr = child("", field);
             let fat = At {
                 ptr: &ptr,
@@ -446,9 +365,7 @@ impl Decoder {
                                 .with_help("add a step such as {\"id\": \"a\", \"type\": \"tool\", \"tool\": \"t\"}"),
                         );
                     }
-                    self.path.push(idx);
                     p.steps = self.steps(items, &ptr, false);
-                    self.path.pop();
                 }
             }
         }
@@ -525,7 +442,7 @@ impl Decoder {
                 }
             };
             out.push(Input {
-                name: Spanned::new(m.key.value.clone(), m.key.span),
+                name: Spanned::new(m.key.as_str().to_owned(), m.key.span),
                 ty,
             });
         }
@@ -557,11 +474,9 @@ impl Decoder {
             let mut sptr = String::with_capacity(ptr.len() + 6);
             sptr.push_str(ptr);
             let _ = write!(sptr, "/{i}");
-            self.path.push(index(i));
             if let Some(s) = self.step(item, sptr, sub) {
                 out.push(s);
             }
-            self.path.pop();
         }
         out
     }
@@ -579,9 +494,7 @@ impl Decoder {
         let errors_before = self.errors;
         // The id first: every other diagnostic of the step names it.
         let id_member = members.iter().find(|m| m.key.value == "id");
-        let sid = id_member
-            .and_then(|m| m.value.as_str())
-            .map(|s| s.value.as_str());
+        let sid = id_member.and_then(|m| m.value.as_str()).map(Str::as_str);
         let at = At {
             ptr: &ptr,
             field: None,
@@ -616,7 +529,7 @@ impl Decoder {
         let mut flow_broken = false;
         let mut present: SmallVec<[(&'static str, Span); 8]> = SmallVec::new();
         let mut parallel_node = None;
-        for (field, idx, m) in self.fields(members, FIELDS_STEP, at, "a step") {
+        for (field, m) in self.fields(members, FIELDS_STEP, at, "a step") {
             let fat = At {
                 field: Some(field),
                 ..at
@@ -633,20 +546,13 @@ impl Decoder {
                 "tool" => s.tool = self.nonempty(v, fat, field),
                 "args" => {
                     if self.object(v, fat, field).is_some() {
-                        // A placeholder: `fill_args` puts the tree here.
-                        s.args = Some(Node {
-                            span: v.span,
-                            kind: Kind::Null,
-                        });
-                        let mut path = self.path.clone();
-                        path.push(idx);
-                        self.args.push(path);
+                        s.args = Some(v.to_static());
                     }
                 }
                 "condition" => s.condition = self.text(v, fat, field),
                 "then" => s.then = self.nonempty(v, fat, field),
                 "otherwise" => s.otherwise = self.nonempty(v, fat, field),
-                "parallel_steps" => parallel_node = Some((v, idx)),
+                "parallel_steps" => parallel_node = Some(v),
                 "max_concurrency" => s.max_concurrency = self.int(v, fat, field, 1, u64::MAX),
                 "on_error" => s.on_error = self.enumeration(v, fat, field, &OnError::ALL),
                 "max_retries" => {
@@ -669,13 +575,11 @@ impl Decoder {
                 flow_broken = true;
             }
         }
-        if let Some((v, idx)) = parallel_node {
+        if let Some(v) = parallel_node {
             let pptr = child(&ptr, "parallel_steps");
             match &v.kind {
                 Kind::Array(items) => {
-                    self.path.push(idx);
                     s.parallel_steps = self.steps(items, &pptr, true);
-                    self.path.pop();
                 }
                 _ => {
                     self.wrong_type(
@@ -952,9 +856,9 @@ impl Decoder {
     }
 
     /// A prompt, system text or condition: a non-empty string, kept with its source map.
-    fn text(&mut self, node: &Node, at: At<'_>, field: &str) -> Option<crate::json::Str> {
+    fn text(&mut self, node: &Node, at: At<'_>, field: &str) -> Option<Str<'static>> {
         self.nonempty(node, at, field)?;
-        node.as_str().cloned()
+        node.as_str().map(Str::to_static)
     }
 
     fn allowed(&mut self, node: &Node, at: At<'_>) -> Option<Spanned<Vec<Spanned<String>>>> {
@@ -974,7 +878,7 @@ impl Decoder {
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             if let Kind::String(s) = &item.kind {
-                out.push(Spanned::new(s.value.clone(), item.span));
+                out.push(Spanned::new(s.as_str().to_owned(), item.span));
                 continue;
             }
             let iptr = child(&at.pointer(), &i.to_string());

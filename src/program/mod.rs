@@ -3,7 +3,6 @@
 
 mod decode;
 
-pub(crate) use decode::decode_owned;
 pub use decode::{FIELDS_PROGRAM, FIELDS_STEP, INPUT_TYPES, decode};
 
 use crate::json::{Node, Str};
@@ -110,13 +109,13 @@ pub struct Step {
     pub span: Span,
     pub id: Option<Spanned<String>>,
     pub kind: Option<Spanned<StepType>>,
-    pub prompt: Option<Str>,
-    pub system: Option<Str>,
+    pub prompt: Option<Str<'static>>,
+    pub system: Option<Str<'static>>,
     pub output_key: Option<Spanned<String>>,
     pub tool: Option<Spanned<String>>,
     /// The `args` object, kept as a spanned tree (its strings are interpolated).
-    pub args: Option<Node>,
-    pub condition: Option<Str>,
+    pub args: Option<Node<'static>>,
+    pub condition: Option<Str<'static>>,
     pub then: Option<Spanned<String>>,
     pub otherwise: Option<Spanned<String>>,
     pub parallel_steps: Vec<Step>,
