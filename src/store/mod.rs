@@ -731,7 +731,7 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
             let payload = r.get_ref(0)?.as_str().map_err(corrupt)?;
             let Value::Object(mut sorted) = serde_json::from_str(payload).map_err(corrupt)? else {
                 return Err(corrupt(format!(
-                    "run `{run_id}` has an envelope that is no object"
+                    "run `{run_id}` has an envelope whose payload is not a JSON object"
                 )));
             };
             // The payload's keys are sorted (canonical JSON); a trace lists them in its order.

@@ -319,8 +319,7 @@ impl Store {
     }
 
     /// Record how a run ended and give its trace back; fails when any of the run's writes
-    /// failed.
-    /// `resumed`: the run was suspended before, and its old cursor is removed.
+    /// failed. `resumed`: the run was suspended before, and its old cursor is removed.
     async fn finish(
         &self,
         run_id: &str,
