@@ -14,7 +14,7 @@
 mod common;
 
 use common::{YesNo, bench_dir, load, refund_tools, remove_bench_dirs};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use nanovm::check::{Options, check_source};
 use nanovm::exec::{Runnable, Runtime, Status};
 use nanovm::store::{Content, RunRequest, Store, StoreOptions};
@@ -122,4 +122,90 @@ fn bench_store(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_store);
-criterion_main!(benches);
+
+/// CPU time each thread of this process has used, by thread name (`/proc/self/task/*/schedstat`,
+/// nanoseconds on a CPU).
+fn thread_cpu() -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(e.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        *out.entry(name.trim().to_owned()).or_insert(0) += ns;
+    }
+    out
+}
+
+/// `NANOVM_STORE_LOAD=N cargo bench --bench store`: N persisted `run_refund` runs, 64 in
+/// flight, on a fresh file; prints wall time and each thread's CPU time per run (to see which
+/// thread bounds the throughput). Criterion otherwise.
+fn load_mode(n: usize) {
+    let program = load("refund_pipeline.json");
+    let ctx: Map<String, Value> = load("refund_ctx.json").as_object().cloned().unwrap();
+    let report = check_source(&program.to_string(), &Options::default());
+    let refund = Runnable::new(report.checked.expect("the scenario program checks"));
+    let rt = Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools()));
+    let req = RunRequest {
+        program: Content::of(&program),
+        context: ctx,
+        policy: Content::of(&json!({"tools": {}})),
+        idempotency_key: None,
+        save_as: None,
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = fresh_store("load");
+    let batch =
+        || futures_util::future::join_all((0..64).map(|_| store.run(&rt, &refund, req.clone())));
+    // Warm up: the file's first pages, the statement caches.
+    for r in tokio.block_on(batch()) {
+        r.unwrap();
+    }
+    let before = thread_cpu();
+    let start = std::time::Instant::now();
+    let batches = n.div_ceil(64);
+    for _ in 0..batches {
+        for r in tokio.block_on(batch()) {
+            black_box(r.unwrap());
+        }
+    }
+    let wall = start.elapsed();
+    let after = thread_cpu();
+    let runs = (batches * 64) as f64;
+    println!(
+        "{runs} runs: {:.1} µs/run wall ({:.0} runs/s)",
+        wall.as_secs_f64() * 1e6 / runs,
+        runs / wall.as_secs_f64()
+    );
+    let mut total = 0.0;
+    for (name, ns) in &after {
+        let used = ns.saturating_sub(before.get(name).copied().unwrap_or(0)) as f64 / 1e3 / runs;
+        total += used;
+        if used >= 0.05 {
+            println!("  {name:<24} {used:6.1} µs CPU/run");
+        }
+    }
+    println!("  {:<24} {total:6.1} µs CPU/run", "all threads");
+    drop(store);
+    remove_bench_dirs();
+}
+
+fn main() {
+    if let Some(n) = std::env::var("NANOVM_STORE_LOAD")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        load_mode(n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -286,7 +286,29 @@ fn a_database_from_a_future_schema_version_is_refused() {
 }
 
 #[test]
-fn the_database_is_in_wal_mode_with_foreign_keys() {
+fn integrity_check_reports_a_reference_to_a_missing_row() {
+    let dir = tempdir("dangling");
+    let store = open(&dir);
+    run_refund(&store);
+    assert_eq!(block(store.integrity_check()).unwrap(), "ok");
+    // Written behind nanovm's back: an envelope of a run that does not exist.
+    let c = raw(&dir);
+    c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    c.execute(
+            "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
+             VALUES ('no-such-run', 0, 's', 'p', NULL, 'x', 'y', '{}')",
+            [],
+        )
+        .unwrap();
+    let report = block(store.integrity_check()).unwrap();
+    assert_eq!(
+        report,
+        "envelopes row (without rowid) refers to a missing runs row"
+    );
+}
+
+#[test]
+fn the_database_is_in_wal_mode() {
     let dir = tempdir("wal");
     let _store = open(&dir);
     let c = raw(&dir);

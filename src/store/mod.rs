@@ -320,11 +320,29 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_with(f, true).await
+    }
+
+    /// [`Store::write`] without the savepoint: `f` is one write statement (atomic by
+    /// itself), or makes its writes atomic itself.
+    async fn write_raw<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_with(f, false).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        atomic: bool,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let known = self.inner.known.clone();
         let job: Job = Box::new(move |conn| {
             let res = match conn {
-                Ok(c) => atomically(c, f),
+                Ok(c) if atomic => atomically(c, f),
+                Ok(c) => f(c),
                 Err(e) => Err(e.clone()),
             };
             Box::new(move |commit| {
@@ -346,7 +364,9 @@ impl Store {
         wait(rx).await.unwrap_or(Err(StoreError::Closed))
     }
 
-    /// Queue writes without waiting; a failure is put in `slot` (the first one stays).
+    /// Queue writes without waiting; a failure is put in `slot` (the first one stays): the
+    /// job's own as soon as it has run, a failed commit right after the commit, so a later
+    /// job finds the failures of the jobs queued before it.
     /// `single`: the job is one statement, atomic by itself (no savepoint needed).
     fn write_detached(
         &self,
@@ -369,13 +389,17 @@ impl Store {
                 Ok(c) => atomically(c, f),
                 Err(e) => Err(e.clone()),
             };
-            Box::new(move |commit| match (res, commit) {
-                (Ok(()), Ok(())) => {}
-                (Ok(()), Err(e)) => {
+            // A failed job is in the slot at once, before the commit: later jobs of the same
+            // run (its finish) see it.
+            let failed = res.is_err();
+            if let Err(e) = res {
+                keep(&job_slot, e);
+            }
+            Box::new(move |commit| {
+                if let (false, Err(e)) = (failed, commit) {
                     forget_known(&known);
-                    keep(&job_slot, e.clone())
+                    keep(&job_slot, e.clone());
                 }
-                (Err(e), _) => keep(&job_slot, e),
             })
         });
         if self.inner.writer.send(job, false).is_err() {
@@ -613,11 +637,28 @@ impl Store {
         .await
     }
 
-    /// `PRAGMA integrity_check` (`"ok"` when the file is sound).
+    /// `PRAGMA integrity_check` and `PRAGMA foreign_key_check`: `"ok"` when the file is sound
+    /// and every reference between rows resolves, else one line per problem.
     pub async fn integrity_check(&self) -> Result<String, StoreError> {
         self.read(|c| {
             let mut st = c.prepare("PRAGMA integrity_check")?;
-            let rows: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut rows: Vec<String> =
+                st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut st = c.prepare("PRAGMA foreign_key_check")?;
+            let dangling = st.query_map([], |r| {
+                Ok(format!(
+                    "{} row {} refers to a missing {} row",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?
+                        .map_or_else(|| "(without rowid)".to_owned(), |n| n.to_string()),
+                    r.get::<_, String>(2)?
+                ))
+            })?;
+            let dangling: Vec<String> = dangling.collect::<Result<_, _>>()?;
+            if !dangling.is_empty() {
+                rows.retain(|r| r != "ok");
+                rows.extend(dangling);
+            }
             Ok(rows.join("\n"))
         })
         .await
@@ -678,7 +719,10 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
         conn.pragma_update(None, "cache_size", -16384)
             .map_err(open_err)?;
     }
-    conn.pragma_update(None, "foreign_keys", "ON")
+    // The schema's references are not enforced on every write (each would be a lookup and a
+    // statement journal per insert): nanovm writes a row's parents first, in the same job
+    // or an earlier one, and `integrity_check` runs `PRAGMA foreign_key_check`.
+    conn.pragma_update(None, "foreign_keys", "OFF")
         .map_err(open_err)?;
     Ok(conn)
 }

@@ -1,13 +1,15 @@
 //! Persisted runs: idempotency, the vault, one envelope per executed step, the final trace
 //! and the cursor of a suspended run.
 //!
-//! A run's writes: `begin` (program, policy, secrets, idempotency key and the run row, one
-//! transaction), then one envelope per step record as the runtime produces it (each with the
-//! run row's chain head, one transaction each, group-committed by the writer), then `finish`
-//! (status, trace, cursor). A crash leaves a `running` row whose lease lapses, and a chain
-//! that is intact up to its last committed envelope.
+//! A run's writes: `begin` (program, policy, secrets, idempotency key and the run row, all
+//! or nothing), then one envelope per step record as the runtime produces it (chained to the
+//! one before; the envelopes made while the writer is busy go to it in one job, and the
+//! writer group-commits them with other runs' writes), then `finish` (status, trace,
+//! cursor). A crash leaves a `running` row whose lease lapses, and a chain that is intact up
+//! to its last committed envelope.
 
 use super::chain::{Link, genesis};
+use super::writer::atomically;
 use super::{Content, Store, StoreError, corrupt, now_ms, now_text};
 use crate::exec::canon;
 use crate::exec::secrets::{self, Secret, SecretTools};
@@ -96,8 +98,10 @@ impl Store {
         // Time-ordered (UUID v7): new rows go at the end of every index keyed by run id,
         // instead of at random pages of an ever larger B-tree.
         let run_id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let head = genesis(&run_id);
         let begin = Arc::new(BeginRow {
             run_id: run_id.clone(),
+            head: head.clone(),
             program_name: prog.name().to_owned(),
             save_as,
             program,
@@ -119,7 +123,7 @@ impl Store {
             loop {
                 let row = begin.clone();
                 let known = self.inner.known.clone();
-                match self.write(move |c| row.begin(c, &known)).await? {
+                match self.write_raw(move |c| row.begin(c, &known)).await? {
                     Begin::Started { took_over: t } => {
                         took_over = t;
                         break;
@@ -148,7 +152,8 @@ impl Store {
             self.write_detached(
                 move |c| row.begin(c, &known).map(drop),
                 error.clone(),
-                false,
+                // `begin` makes its writes atomic itself.
+                true,
             );
         }
         let values = found
@@ -157,7 +162,8 @@ impl Store {
             .collect();
         let chain = Chain {
             index: 0,
-            prev: genesis(&run_id),
+            prev: head,
+            ..Chain::default()
         };
         let (rt, recorder) = self.recording(runtime, &run_id, policy.hash(), chain, values, error);
         let run = rt.run_as(prog, context, run_id.clone());
@@ -233,6 +239,7 @@ impl Store {
         let chain = Chain {
             index: envelopes,
             prev: head,
+            ..Chain::default()
         };
         let error = Arc::new(Mutex::new(None));
         let (rt, recorder) = self.recording(runtime, run_id, &policy_hash, chain, values, error);
@@ -268,7 +275,7 @@ impl Store {
             store: self.clone(),
             run_id: run_id.into(),
             policy_hash: policy_hash.into(),
-            chain: Mutex::new(chain),
+            chain: Arc::new(Mutex::new(chain)),
             error,
             next: runtime.options().observer.clone(),
         });
@@ -342,6 +349,7 @@ impl Store {
         };
         let status = trace.status.as_str();
         let id = run_id.to_owned();
+        let cursor_text_present = cursor_text.is_some();
         let (envelopes, head) = {
             let chain = match recorder.chain.lock() {
                 Ok(g) => g,
@@ -354,41 +362,62 @@ impl Store {
         };
         // The trace goes to the writer and comes back with the commit: should any of the
         // run's envelopes be missing (a write of theirs failed), the writer stores the whole
-        // trace instead, so that no step record is lost.
+        // trace instead, so that no step record is lost. A new run's failed writes are in its
+        // slot by the time this job runs (the writer runs jobs in order); a resumed run's
+        // envelopes from before it suspended are counted.
+        let slot = recorder.error.clone();
         let trace = self
-            .write(move |c| {
-                let stored: i64 = c
-                    .prepare_cached("SELECT count(*) FROM envelopes WHERE run_id = ?1")?
-                    .query_row([&id], |r| r.get(0))?;
-                let trace_text = if stored == envelopes {
+            .write_raw(move |c| {
+                let complete = if resumed {
+                    let stored: i64 = c
+                        .prepare_cached("SELECT count(*) FROM envelopes WHERE run_id = ?1")?
+                        .query_row([&id], |r| r.get(0))?;
+                    stored == envelopes
+                } else {
+                    match slot.lock() {
+                        Ok(g) => g.is_none(),
+                        Err(p) => p.into_inner().is_none(),
+                    }
+                };
+                let trace_text = if complete {
                     skeleton
                 } else {
                     serde_json::to_string(&trace)
                         .map_err(|e| StoreError::Database(e.to_string()))?
                 };
-                c.prepare_cached(
-                    "UPDATE runs SET status = ?2, finished_at = ?3, trace = ?4, lease_until = 0,
-                                 envelopes = ?5, head_hash = ?6
-                 WHERE run_id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    status,
-                    now_text(),
-                    trace_text,
-                    envelopes,
-                    head
-                ])?;
-                // A resumed run's old cursor goes; a run that suspends (again) gets its new one.
-                if resumed {
-                    c.prepare_cached("DELETE FROM cursors WHERE run_id = ?1")?
-                        .execute([&id])?;
-                }
-                if let Some(text) = cursor_text {
+                let write = |c: &Connection| -> Result<(), StoreError> {
                     c.prepare_cached(
-                        "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
+                        "UPDATE runs SET status = ?2, finished_at = ?3, trace = ?4, lease_until = 0,
+                                     envelopes = ?5, head_hash = ?6
+                     WHERE run_id = ?1",
                     )?
-                    .execute(params![id, text, now_text()])?;
+                    .execute(params![
+                        id,
+                        status,
+                        now_text(),
+                        trace_text,
+                        envelopes,
+                        head
+                    ])?;
+                    // A resumed run's old cursor goes; a run that suspends (again) gets its new
+                    // one.
+                    if resumed {
+                        c.prepare_cached("DELETE FROM cursors WHERE run_id = ?1")?
+                            .execute([&id])?;
+                    }
+                    if let Some(text) = cursor_text {
+                        c.prepare_cached(
+                            "INSERT INTO cursors (run_id, cursor, created_at) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![id, text, now_text()])?;
+                    }
+                    Ok(())
+                };
+                // One statement (the run row's update) is atomic by itself.
+                if resumed || cursor_text_present {
+                    atomically(c, write)?;
+                } else {
+                    write(c)?;
                 }
                 Ok(trace)
             })
@@ -447,6 +476,8 @@ fn lease_until(lease: Duration) -> i64 {
 /// Everything `begin` writes (no `Debug`: it holds secret values).
 struct BeginRow {
     run_id: String,
+    /// The chain's head before the first envelope: `genesis(run_id)`.
+    head: String,
     program_name: String,
     /// The name the program is stored under, replacing a stored one.
     save_as: Option<String>,
@@ -461,8 +492,14 @@ struct BeginRow {
 }
 
 impl BeginRow {
+    /// Run the begin job's writes: atomically, unless the run row is the only one (a
+    /// statement is atomic by itself, and a savepoint costs a copy of every page it touches).
     fn begin(&self, c: &Connection, known: &super::Known) -> Result<Begin, StoreError> {
-        let out = self.try_begin(c, known);
+        let out = if self.writes_only_the_run(known) {
+            self.try_begin(c, known)
+        } else {
+            atomically(c, |c| self.try_begin(c, known))
+        };
         if out.is_err() {
             // The job's writes are rolled back: the program and policy may not be stored.
             let mut known = match known.lock() {
@@ -473,6 +510,18 @@ impl BeginRow {
             known.remove(self.policy.hash());
         }
         out
+    }
+
+    /// No idempotency key, secret or name to write, and the program and policy stored.
+    fn writes_only_the_run(&self, known: &super::Known) -> bool {
+        if self.key.is_some() || !self.secrets.is_empty() || self.save_as.is_some() {
+            return false;
+        }
+        let known = match known.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        known.contains(self.program.hash()) && known.contains(self.policy.hash())
     }
 
     /// Store the program: a new one under its `save_as` or own name, a deleted one restored
@@ -592,7 +641,7 @@ impl BeginRow {
             self.key,
             now,
             self.context_text,
-            genesis(&self.run_id),
+            self.head,
             self.owner,
             lease_until(self.lease),
         ])?;
@@ -693,11 +742,27 @@ fn claim(
     })
 }
 
-/// Where a run's chain stands.
-#[derive(Debug)]
+/// Where a run's chain stands, and its envelopes not yet handed to the writer.
+#[derive(Debug, Default)]
 struct Chain {
     index: u64,
     prev: String,
+    /// Envelopes made since the writer last took them, in chain order.
+    pending: Vec<Envelope>,
+    /// A writer job that takes `pending` is queued (one per run at a time: the envelopes of
+    /// a quick run's steps go to the writer in one job).
+    scheduled: bool,
+}
+
+/// One envelope row (besides the run's id and policy hash).
+#[derive(Debug)]
+struct Envelope {
+    idx: i64,
+    step_id: String,
+    state_hash: Option<String>,
+    prev: String,
+    hash: String,
+    payload: String,
 }
 
 /// The observer that writes one envelope per step record.
@@ -706,7 +771,7 @@ struct Recorder {
     store: Store,
     run_id: Arc<str>,
     policy_hash: Arc<str>,
-    chain: Mutex<Chain>,
+    chain: Arc<Mutex<Chain>>,
     /// The first write that failed.
     error: Arc<Mutex<Option<StoreError>>>,
     next: Option<Arc<dyn Observer>>,
@@ -741,28 +806,55 @@ impl Observer for Recorder {
         .hash();
         let prev = std::mem::replace(&mut chain.prev, hash.clone());
         chain.index += 1;
+        chain.pending.push(Envelope {
+            idx: i64::try_from(index).unwrap_or(i64::MAX),
+            step_id: record.step_id.clone(),
+            state_hash,
+            prev,
+            hash,
+            payload,
+        });
+        if chain.scheduled {
+            // The queued job has not taken the pending envelopes yet: it writes this one too.
+            return;
+        }
+        chain.scheduled = true;
         drop(chain);
+        let chain = self.chain.clone();
         let run_id = self.run_id.clone();
         let policy_hash = self.policy_hash.clone();
-        let step_id = record.step_id.clone();
-        let idx = i64::try_from(index).unwrap_or(i64::MAX);
         self.store.write_detached(
             move |c| {
-                c.prepare_cached(
+                let pending = {
+                    let mut chain = match chain.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    chain.scheduled = false;
+                    std::mem::take(&mut chain.pending)
+                };
+                let mut st = c.prepare_cached(
                     "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    &*run_id,
-                    idx,
-                    step_id,
-                    &*policy_hash,
-                    state_hash,
-                    prev,
-                    hash,
-                    payload
-                ])?;
-                Ok(())
+                )?;
+                // Each insert is atomic by itself; one that fails does not keep the others out.
+                let mut first_error = None;
+                for e in pending {
+                    let written = st.execute(params![
+                        &*run_id,
+                        e.idx,
+                        e.step_id,
+                        &*policy_hash,
+                        e.state_hash,
+                        e.prev,
+                        e.hash,
+                        e.payload
+                    ]);
+                    if let Err(err) = written {
+                        first_error.get_or_insert(err);
+                    }
+                }
+                first_error.map_or(Ok(()), |e| Err(e.into()))
             },
             self.error.clone(),
             true,
