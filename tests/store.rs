@@ -873,6 +873,48 @@ fn another_applications_database_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_run_that_waits_keeps_renewing_its_lease() {
+    let dir = tempdir("lease-renewed");
+    let opts = StoreOptions {
+        lease: Duration::from_millis(100),
+        ..StoreOptions::default()
+    };
+    let program = json!({"name": "slow", "steps": [
+        {"id": "think", "type": "llm", "prompt": "go"}
+    ]});
+    let (prog, _mocks, rt) = mocked(
+        &program,
+        json!({"llm": {"*": {"reply": "yes", "delay_s": 0.5}}}),
+    );
+    let store = Store::open(dir.join("nanovm.db"), opts).unwrap();
+    let lease_after = |ms: u64| {
+        let path = dir.join("nanovm.db");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let lease: i64 = Connection::open(path)
+                .unwrap()
+                .query_row("SELECT lease_until FROM runs", [], |r| r.get(0))
+                .unwrap();
+            lease - now
+        })
+    };
+    // Read while the llm step waits, well after the first lease (100 ms) ran out.
+    let reader = lease_after(350);
+    let p = block(store.run(&rt, &prog, request(&program, json!({}), None))).unwrap();
+    assert_eq!(p.trace.status, Status::Success);
+    let left = reader.join().unwrap();
+    assert!(
+        left > 0,
+        "the lease was not renewed: it ran out {}ms ago",
+        -left
+    );
+}
+
+#[test]
 fn a_resume_whose_process_died_can_be_resumed_again() {
     let dir = tempdir("resume-interrupted");
     let opts = StoreOptions {

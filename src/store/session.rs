@@ -298,10 +298,16 @@ impl Store {
         slot: &Arc<Mutex<Option<StoreError>>>,
         run: impl Future<Output = T>,
     ) -> T {
+        tokio::pin!(run);
+        // A run that ends without waiting for anything (no call outside the process) needs no
+        // renewal, and no timer.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(out) = first {
+            return out;
+        }
         let period = (self.inner.opts.lease / 3).max(Duration::from_millis(10));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(run);
         loop {
             tokio::select! {
                 out = &mut run => return out,
