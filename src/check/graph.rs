@@ -388,14 +388,17 @@ impl Analysis {
                 *r = i;
             }
         }
-        let mut preds: Vec<Succ> = vec![Succ::new(); n];
-        for &v in rpo {
-            for &w in self.succ.get(v).map_or(&[][..], |s| s.as_slice()) {
-                if let Some(p) = preds.get_mut(w) {
-                    p.push(v);
-                }
-            }
-        }
+        // Predecessors in rpo order, all in one vector (`preds_of(v)` is a slice of it).
+        let preds = Adjacency::new(
+            n,
+            rpo.iter().flat_map(|&v| {
+                self.succ
+                    .get(v)
+                    .map_or(&[][..], |s| s.as_slice())
+                    .iter()
+                    .map(move |&w| (w, v))
+            }),
+        );
         let idom = &mut self.idom;
         if let Some(d) = idom.get_mut(0) {
             *d = 0;
@@ -417,7 +420,7 @@ impl Analysis {
             changed = false;
             for &v in rpo.iter().skip(1) {
                 let mut new: Option<usize> = None;
-                for &p in preds.get(v).map_or(&[][..], |s| s.as_slice()) {
+                for &p in preds.of(v) {
                     if idom.get(p).copied().unwrap_or(usize::MAX) == usize::MAX {
                         continue;
                     }
@@ -437,13 +440,12 @@ impl Analysis {
             }
         }
         // Number the dominator tree (children lists, iterative DFS).
-        let mut children: Vec<Succ> = vec![Succ::new(); n];
-        for &v in rpo.iter().skip(1) {
-            let d = self.idom.get(v).copied().unwrap_or(usize::MAX);
-            if let Some(c) = children.get_mut(d) {
-                c.push(v);
-            }
-        }
+        let children = Adjacency::new(
+            n,
+            rpo.iter()
+                .skip(1)
+                .map(|&v| (self.idom.get(v).copied().unwrap_or(usize::MAX), v)),
+        );
         let mut clock = 0u32;
         let mut stack = vec![(0usize, 0usize)];
         if let Some(p) = self.pre.get_mut(0) {
@@ -451,7 +453,7 @@ impl Analysis {
         }
         while let Some((v, i)) = stack.last_mut() {
             let v = *v;
-            match children.get(v).and_then(|c| c.get(*i)).copied() {
+            match children.of(v).get(*i).copied() {
                 Some(w) => {
                     *i += 1;
                     clock += 1;
@@ -554,6 +556,52 @@ impl Analysis {
             None
         } else {
             Some(false)
+        }
+    }
+}
+
+/// Lists of nodes per node (predecessors, dominator-tree children) in one vector: node `v`'s
+/// are `items[start[v]..start[v + 1]]`, in the order the pairs came.
+struct Adjacency {
+    start: Vec<usize>,
+    items: Vec<NodeId>,
+}
+
+impl Adjacency {
+    /// From `(node, item)` pairs; pairs whose node is not below `n` are left out.
+    fn new(n: usize, pairs: impl Iterator<Item = (NodeId, NodeId)> + Clone) -> Self {
+        let mut start = vec![0usize; n + 1];
+        for (v, _) in pairs.clone() {
+            if v < n
+                && let Some(c) = start.get_mut(v + 1)
+            {
+                *c += 1;
+            }
+        }
+        let mut total = 0;
+        for c in &mut start {
+            total += *c;
+            *c = total;
+        }
+        // Node `v`'s items go to `start[v]..start[v + 1]`, filled from the front.
+        let mut next = start.clone();
+        let mut items = vec![0; total];
+        for (v, w) in pairs {
+            if v < n
+                && let Some(at) = next.get_mut(v)
+                && let Some(slot) = items.get_mut(*at)
+            {
+                *slot = w;
+                *at += 1;
+            }
+        }
+        Self { start, items }
+    }
+
+    fn of(&self, v: NodeId) -> &[NodeId] {
+        match (self.start.get(v), self.start.get(v + 1)) {
+            (Some(&a), Some(&b)) => self.items.get(a..b).unwrap_or_default(),
+            _ => &[],
         }
     }
 }

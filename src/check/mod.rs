@@ -41,11 +41,13 @@ pub struct Options {
 pub struct CheckedProgram {
     program: Program,
     graph: Graph,
-    /// Per top-level step: the compiled condition of a condition step.
-    conditions: Vec<Option<Condition>>,
-    /// Every prompt, system text and argument string, split at its `$references`, by the
-    /// JSON pointer of the string (`/steps/1/prompt`, `/steps/0/args/order_id`).
-    texts: HashMap<String, Arc<Template>>,
+    /// Per top-level step: the compiled condition of a condition step (boxed: few steps
+    /// are conditions).
+    conditions: Vec<Option<Box<Condition>>>,
+    /// Every prompt, system text and argument string that holds a `$`, split at its
+    /// `$references`, by where the string starts in the file (each string literal starts at
+    /// its own byte), sorted.
+    texts: Vec<(usize, Arc<Template>)>,
 }
 
 impl CheckedProgram {
@@ -58,13 +60,18 @@ impl CheckedProgram {
     }
 
     pub fn condition(&self, index: usize) -> Option<&Condition> {
-        self.conditions.get(index).and_then(Option::as_ref)
+        self.conditions.get(index).and_then(Option::as_deref)
     }
 
-    /// The parsed template of the text at a JSON pointer (see [`text_pointers`]); `None` for a
-    /// text without `$`, which is used verbatim.
-    pub fn text(&self, pointer: &str) -> Option<&Template> {
-        self.texts.get(pointer).map(|t| &**t)
+    /// The parsed template of a prompt, system text or argument string of the program (see
+    /// [`program_texts`]); `None` for a text without `$`, which is used verbatim.
+    pub fn text(&self, text: &json::Str<'_>) -> Option<&Template> {
+        let at = text.span.start;
+        self.texts
+            .binary_search_by_key(&at, |(start, _)| *start)
+            .ok()
+            .and_then(|i| self.texts.get(i))
+            .map(|(_, t)| &**t)
     }
 }
 
@@ -163,8 +170,7 @@ pub fn check_source(text: &str, opts: &Options) -> Report {
             graph: None,
         };
     };
-    let (program, decoded) = program::decode(&root);
-    drop(root);
+    let (program, decoded) = program::decode_owned(root);
     diagnostics.extend(decoded);
     let Some(program) = program else {
         return Report {
@@ -192,16 +198,17 @@ pub fn check_program(program: Program, opts: &Options, mut diagnostics: Vec<Diag
         Some(graph) if !has_errors(&diagnostics) => {
             // Equal texts (`$order_id` in every step) share one parse.
             let mut parsed: HashMap<&str, Arc<Template>> = HashMap::default();
-            let texts = text_pointers(&program)
+            let mut texts: Vec<(usize, Arc<Template>)> = program_texts(&program)
                 .into_iter()
-                .map(|(ptr, text)| {
+                .map(|text| {
                     let t = parsed
-                        .entry(text)
-                        .or_insert_with(|| Arc::new(Template::parse(text)));
-                    (ptr, Arc::clone(t))
+                        .entry(text.as_str())
+                        .or_insert_with(|| Arc::new(Template::parse(text.as_str())));
+                    (text.span.start, Arc::clone(t))
                 })
                 .collect();
             drop(parsed);
+            texts.sort_unstable_by_key(|(start, _)| *start);
             Some(CheckedProgram {
                 program,
                 graph,
@@ -226,25 +233,20 @@ struct Checker<'p> {
     decoded_cleanly: bool,
 }
 
-/// Every interpolated text of a program that holds a `$`, by JSON pointer: prompts, system
-/// texts and every such string inside `args` (nested objects and lists too, Q15). Texts
-/// without a `$` are used verbatim.
-pub fn text_pointers(p: &Program) -> Vec<(String, &str)> {
+/// Every interpolated text of a program that holds a `$`: prompts, system texts and every
+/// such string inside `args` (nested objects and lists too, Q15). Texts without a `$` are
+/// used verbatim.
+pub fn program_texts(p: &Program) -> Vec<&json::Str<'static>> {
     let mut out = Vec::new();
-    let mut ptr = String::new();
+    let mut path = Vec::new();
     for (_, s) in all_steps(p) {
-        for (field, text) in [("prompt", &s.prompt), ("system", &s.system)] {
-            if let Some(t) = text.as_ref().filter(|t| t.value.contains('$')) {
-                out.push((format!("{}/{field}", s.pointer), t.as_str()));
+        for t in [&s.prompt, &s.system].into_iter().flatten() {
+            if t.value.contains('$') {
+                out.push(t);
             }
         }
         if let Some(args) = &s.args {
-            ptr.clear();
-            ptr.push_str(&s.pointer);
-            ptr.push_str("/args");
-            refs::visit_strings(args, &mut ptr, &mut |p, t| {
-                out.push((p.to_owned(), t.as_str()));
-            });
+            refs::visit_strings(args, &mut path, &mut |_, t| out.push(t));
         }
     }
     out
@@ -271,7 +273,13 @@ impl Checker<'_> {
         step.id.as_ref().map_or(step.span, |i| i.span)
     }
 
-    fn run(&mut self) -> (Option<Graph>, Option<GraphView>, Vec<Option<Condition>>) {
+    fn run(
+        &mut self,
+    ) -> (
+        Option<Graph>,
+        Option<GraphView>,
+        Vec<Option<Box<Condition>>>,
+    ) {
         let p = self.p;
         // Ids: the first occurrence is the one references go to.
         let n = p.steps.len();
@@ -785,10 +793,19 @@ mod tests {
         assert_eq!(g.index_of("reject"), Some(3));
         assert!(c.condition(1).is_some());
         assert!(c.condition(0).is_none());
-        let t = c.text("/steps/0/prompt").unwrap();
+        let p = c.program();
+        let t = c.text(p.steps[0].prompt.as_ref().unwrap()).unwrap();
         assert_eq!(t.parts.len(), 4);
-        assert!(c.text("/steps/2/args/who").unwrap().single().is_some());
-        assert!(c.text("/steps/2/args/nested/0").unwrap().single().is_none());
+        let args = p.steps[2].args.as_ref().unwrap();
+        let who = args.get("who").unwrap().as_str().unwrap();
+        assert!(c.text(who).unwrap().single().is_some());
+        let nested = match &args.get("nested").unwrap().kind {
+            json::Kind::Array(items) => items[0].as_str().unwrap(),
+            _ => unreachable!(),
+        };
+        assert!(c.text(nested).unwrap().single().is_none());
+        // Texts without `$` have no template.
+        assert!(c.text(p.steps[1].condition.as_ref().unwrap()).is_none());
     }
 
     /// 20,000 allowed outputs read by 4,000 references: each reference binds the step's

@@ -205,7 +205,7 @@ pub(super) fn check_references(
     c: &mut Checker<'_>,
     ids: &HashMap<String, usize>,
     analysis: Option<&Analysis>,
-) -> Vec<Option<Condition>> {
+) -> Vec<Option<Box<Condition>>> {
     let p = c.p;
     let catalog = c.opts.catalog.as_deref();
     let mut steps = HashMap::with_capacity_and_hasher(p.steps.len(), Default::default());
@@ -255,7 +255,7 @@ pub(super) fn check_references(
     // step is split once): none when every reference is a context name that looks like no
     // known name (nothing to say, wherever the string is).
     let mut arg_refs: HashMap<&str, Option<Vec<TemplateRef>>> = HashMap::default();
-    let mut ptr = String::new();
+    let mut path = Vec::new();
     for (i, s) in all_steps(p) {
         let top_level = p.steps.get(i).is_some_and(|t| std::ptr::eq(t, s));
         // A condition or parallel sub-step is reported by its parent (NV0018); its fields are
@@ -317,7 +317,7 @@ pub(super) fn check_references(
             if let Some(slot) = conditions.get_mut(i)
                 && top_level
             {
-                *slot = a.condition;
+                *slot = a.condition.map(Box::new);
             }
         }
         for (field, text) in [("prompt", &s.prompt), ("system", &s.system)] {
@@ -326,8 +326,7 @@ pub(super) fn check_references(
             }
         }
         if let Some(args) = &s.args {
-            ptr.clear();
-            visit_strings(args, &mut ptr, &mut |rel, text| {
+            visit_strings(args, &mut path, &mut |rel, text| {
                 let refs = arg_refs.entry(text.as_str()).or_insert_with(|| {
                     let refs = template_refs(text.as_str());
                     refs.iter().any(|r| !quiet(&names, r)).then_some(refs)
@@ -336,9 +335,11 @@ pub(super) fn check_references(
                     return;
                 };
                 for d in ref_diagnostics(&mut ctx, refs, &site) {
+                    let mut ptr = format!("{}/args", s.pointer);
+                    push_path(&mut ptr, rel);
                     let d = d
                         .map_spans(|sp| text.source_span(sp))
-                        .with_pointer(format!("{}/args{rel}", s.pointer))
+                        .with_pointer(ptr)
                         .with_step_id(s.id_str());
                     c.diags.push(d);
                 }
@@ -400,29 +401,46 @@ fn ref_diagnostics(
     out
 }
 
-/// Call `f` with every string of an args tree that contains a `$` and its JSON pointer below
-/// `ptr` (built in one buffer, so a string allocates nothing unless `f` keeps its pointer).
-pub(super) fn visit_strings<'n>(
-    node: &'n Node,
-    ptr: &mut String,
-    f: &mut impl FnMut(&str, &'n Str),
+/// One step down an args tree: a member's key or an item's index.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Segment<'n> {
+    Key(&'n str),
+    Index(usize),
+}
+
+/// Append a path below an args tree to a JSON pointer.
+pub(super) fn push_path(ptr: &mut String, path: &[Segment<'_>]) {
+    for seg in path {
+        match seg {
+            Segment::Key(k) => crate::json::push_pointer_segment(ptr, k),
+            Segment::Index(i) => {
+                let _ = write!(ptr, "/{i}");
+            }
+        }
+    }
+}
+
+/// Call `f` with every string of an args tree that contains a `$` and its path below the
+/// tree (kept in one stack, so nothing is formatted unless `f` needs the pointer).
+pub(super) fn visit_strings<'n, 's>(
+    node: &'n Node<'s>,
+    path: &mut Vec<Segment<'n>>,
+    f: &mut impl FnMut(&[Segment<'n>], &'n Str<'s>),
 ) {
     match &node.kind {
-        Kind::String(s) if s.value.contains('$') => f(ptr, s),
+        Kind::String(s) if s.value.contains('$') => f(path, s),
         Kind::Array(items) => {
             for (i, x) in items.iter().enumerate() {
-                let len = ptr.len();
-                let _ = write!(ptr, "/{i}");
-                visit_strings(x, ptr, f);
-                ptr.truncate(len);
+                path.push(Segment::Index(i));
+                visit_strings(x, path, f);
+                path.pop();
             }
         }
         Kind::Object(ms) => {
             for m in ms {
-                let len = ptr.len();
-                crate::json::push_pointer_segment(ptr, &m.key.value);
-                visit_strings(&m.value, ptr, f);
-                ptr.truncate(len);
+                path.push(Segment::Key(&m.key.value));
+                visit_strings(&m.value, path, f);
+                path.pop();
             }
         }
         _ => {}

@@ -3,7 +3,7 @@
 
 use crate::check::{CheckedProgram, Part, Template};
 use crate::expr::names::{Scope, lookup};
-use crate::json::{Kind, Node, push_pointer_segment};
+use crate::json::{Kind, Node};
 use crate::program::{OnError, OnTimeout, Step, StepType};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
@@ -158,22 +158,18 @@ impl Runnable {
 }
 
 fn step_plan(checked: &CheckedProgram, s: &Step) -> StepPlan {
-    let text = |field: &str, t: &Option<crate::json::Str>| {
-        t.as_ref()
-            .map(|t| match checked.text(&format!("{}/{field}", s.pointer)) {
-                Some(tpl) => Text::Tpl(tpl.clone()),
-                None => Text::Lit(t.as_str().to_owned()),
-            })
+    let text = |t: &Option<crate::json::Str>| {
+        t.as_ref().map(|t| match checked.text(t) {
+            Some(tpl) => Text::Tpl(tpl.clone()),
+            None => Text::Lit(t.as_str().to_owned()),
+        })
     };
-    let args = s.args.as_ref().map(|a| {
-        let mut ptr = format!("{}/args", s.pointer);
-        arg_plan(checked, a, &mut ptr)
-    });
+    let args = s.args.as_ref().map(|a| arg_plan(checked, a));
     StepPlan {
         id: s.id_str().unwrap_or_default().to_owned(),
         kind: s.step_type().unwrap_or(StepType::Tool),
-        prompt: text("prompt", &s.prompt),
-        system: text("system", &s.system),
+        prompt: text(&s.prompt),
+        system: text(&s.system),
         tool: s.tool.as_ref().map(|t| t.value.clone()).unwrap_or_default(),
         args,
         output_key: s.output_key.as_ref().map(|k| k.value.clone()),
@@ -219,25 +215,14 @@ fn assign_slots(s: &mut StepPlan, names: &mut Names, slot_names: &mut Vec<String
     }
 }
 
-fn arg_plan(checked: &CheckedProgram, node: &Node, ptr: &mut String) -> Arg {
+fn arg_plan(checked: &CheckedProgram, node: &Node) -> Arg {
     match &node.kind {
-        Kind::String(_) => match checked.text(ptr) {
+        Kind::String(s) => match checked.text(s) {
             Some(t) => Arg::Tpl(t.clone()),
             None => Arg::Const(node.to_value()),
         },
         Kind::Array(items) => {
-            let plans: Vec<Arg> = items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| {
-                    let len = ptr.len();
-                    ptr.push('/');
-                    ptr.push_str(&i.to_string());
-                    let p = arg_plan(checked, x, ptr);
-                    ptr.truncate(len);
-                    p
-                })
-                .collect();
+            let plans: Vec<Arg> = items.iter().map(|x| arg_plan(checked, x)).collect();
             if plans.iter().all(|p| matches!(p, Arg::Const(_))) {
                 Arg::Const(node.to_value())
             } else {
@@ -251,10 +236,7 @@ fn arg_plan(checked: &CheckedProgram, node: &Node, ptr: &mut String) -> Arg {
                 if plans.iter().any(|(k, _)| *k == m.key.value) {
                     continue;
                 }
-                let len = ptr.len();
-                push_pointer_segment(ptr, &m.key.value);
-                plans.push((m.key.as_str().to_owned(), arg_plan(checked, &m.value, ptr)));
-                ptr.truncate(len);
+                plans.push((m.key.as_str().to_owned(), arg_plan(checked, &m.value)));
             }
             if plans.iter().all(|(_, p)| matches!(p, Arg::Const(_))) {
                 Arg::Const(node.to_value())

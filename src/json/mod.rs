@@ -113,6 +113,29 @@ impl<'s> Node<'s> {
         }
     }
 
+    /// The subtree, owning all its text (its vectors are reused).
+    pub fn into_static(self) -> Node<'static> {
+        let kind = match self.kind {
+            Kind::Null => Kind::Null,
+            Kind::Bool(b) => Kind::Bool(b),
+            Kind::Number(n) => Kind::Number(Cow::Owned(n.into_owned())),
+            Kind::String(s) => Kind::String(s.into_static()),
+            Kind::Array(items) => Kind::Array(items.into_iter().map(Node::into_static).collect()),
+            Kind::Object(ms) => Kind::Object(
+                ms.into_iter()
+                    .map(|m| Member {
+                        key: m.key.into_static(),
+                        value: m.value.into_static(),
+                    })
+                    .collect(),
+            ),
+        };
+        Node {
+            span: self.span,
+            kind,
+        }
+    }
+
     /// A copy of the subtree that owns all its text.
     pub fn to_static(&self) -> Node<'static> {
         let kind = match &self.kind {
@@ -369,7 +392,12 @@ enum Token<'t> {
     Null,
     Bool(bool),
     Number(&'t str),
-    String(Str<'t>),
+    /// A string literal at `span` (quotes included), with escapes or not: the [`Str`] is made
+    /// when the tree takes it (a small token is cheaper to move).
+    String {
+        span: Span,
+        escaped: bool,
+    },
 }
 
 /// Strict RFC 8259 JSON: every leniency of jsonc-parser off.
@@ -496,27 +524,39 @@ impl<'t> Builder<'t> {
     /// do not decode go to the general path (which reports them).
     fn string(&mut self) -> Option<Token<'t>> {
         let mut escaped = false;
+        let mut at = self.pos;
         loop {
-            let b = *self.bytes.get(self.pos)?;
-            self.pos += 1;
-            match b {
+            // To the next quote, backslash or control character.
+            at += self
+                .bytes
+                .get(at..)?
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            match self.bytes.get(at)? {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
                     // The escaped byte: a quote here does not end the string.
-                    self.bytes.get(self.pos)?;
-                    self.pos += 1;
+                    self.bytes.get(at + 1)?;
+                    at += 2;
                 }
-                0..0x20 => return None,
-                _ => {}
+                _ => return None,
             }
         }
-        let span = Span::new(self.start, self.pos);
+        self.pos = at + 1;
+        Some(Token::String {
+            span: Span::new(self.start, self.pos),
+            escaped,
+        })
+    }
+
+    /// The string of a [`Token::String`]; `None` when its escapes do not decode.
+    fn str_of(&self, span: Span, escaped: bool) -> Option<Str<'t>> {
         if escaped {
-            return Str::from_source(self.text, span).ok().map(Token::String);
+            return Str::from_source(self.text, span).ok();
         }
-        let raw = self.text.get(self.start + 1..self.pos - 1)?;
-        Some(Token::String(Str::plain(raw, span)))
+        let raw = self.text.get(span.start + 1..span.end - 1)?;
+        Some(Str::plain(raw, span))
     }
 
     fn token_span(&self) -> Span {
@@ -529,7 +569,7 @@ impl<'t> Builder<'t> {
             Token::Null => Kind::Null,
             Token::Bool(b) => Kind::Bool(b),
             Token::Number(n) => Kind::Number(Cow::Borrowed(n)),
-            Token::String(s) => Kind::String(s),
+            Token::String { span, escaped } => Kind::String(self.str_of(span, escaped)?),
             Token::OpenBracket => return self.array(span.start),
             Token::OpenBrace => return self.object(span.start),
             _ => return None,
@@ -578,9 +618,10 @@ impl<'t> Builder<'t> {
         let mut token = self.next()?;
         if !matches!(token, Token::CloseBrace) {
             loop {
-                let Token::String(key) = token else {
+                let Token::String { span, escaped } = token else {
                     return None;
                 };
+                let key = self.str_of(span, escaped)?;
                 let key_span = key.span;
                 let own = self.members.get(base..).unwrap_or_default();
                 if seen.is_none() && own.len() >= DUPLICATE_SCAN_MAX {
@@ -601,7 +642,7 @@ impl<'t> Builder<'t> {
                     },
                     None => own
                         .iter()
-                        .find(|m| m.key.value == key.value)
+                        .find(|m| same_key(&m.key.value, &key.value))
                         .map(|m| m.key.span),
                 };
                 if let Some(first) = first {
@@ -627,6 +668,11 @@ impl<'t> Builder<'t> {
             kind: Kind::Object(members),
         })
     }
+}
+
+/// `a == b`, first by length and first byte (keys of one object rarely share both).
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 fn duplicate_key(key: &Str<'_>, key_span: Span, first: Span) -> Diagnostic {

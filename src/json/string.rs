@@ -145,6 +145,15 @@ impl<'s> Str<'s> {
         &self.value
     }
 
+    /// The string, owning its text.
+    pub fn into_static(self) -> Str<'static> {
+        Str {
+            value: Cow::Owned(self.value.into_owned()),
+            span: self.span,
+            escapes: self.escapes,
+        }
+    }
+
     /// A copy that owns its text.
     pub fn to_static(&self) -> Str<'static> {
         Str {

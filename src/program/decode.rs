@@ -7,7 +7,6 @@ use crate::expr::types::Type;
 use crate::json::{Kind, Member, Node, Str, is_integer_text};
 use crate::source::Span;
 use smallvec::SmallVec;
-use std::fmt::Write as _;
 
 /// Top-level fields, in the reference's order (plus the `inputs` extension).
 pub const FIELDS_PROGRAM: &[&str] = &[
@@ -44,6 +43,33 @@ pub const FIELDS_STEP: &[&str] = &[
     "on_timeout",
 ];
 
+/// The index of a step field in [`FIELDS_STEP`] (one `match` instead of a scan: steps are
+/// most of a program).
+fn step_field_index(key: &str) -> Option<usize> {
+    Some(match key {
+        "id" => 0,
+        "type" => 1,
+        "prompt" => 2,
+        "system" => 3,
+        "output_key" => 4,
+        "tool" => 5,
+        "args" => 6,
+        "condition" => 7,
+        "then" => 8,
+        "otherwise" => 9,
+        "parallel_steps" => 10,
+        "max_concurrency" => 11,
+        "on_error" => 12,
+        "max_retries" => 13,
+        "is_terminal" => 14,
+        "next_step" => 15,
+        "allowed_outputs" => 16,
+        "timeout_seconds" => 17,
+        "on_timeout" => 18,
+        _ => return None,
+    })
+}
+
 /// Type names an `inputs` declaration may use.
 pub const INPUT_TYPES: &[&str] = &[
     "any", "null", "bool", "int", "float", "str", "list", "object",
@@ -56,13 +82,66 @@ pub const MAX_STEPS: usize = 100_000;
 /// diagnostic, each with its JSON pointer and step id. The model owns its text: it copies the
 /// few strings it keeps (ids, targets, texts, `args` trees) out of the tree.
 pub fn decode(root: &Node<'_>) -> (Option<Program>, Vec<Diagnostic>) {
+    decode_with(root, true)
+}
+
+/// [`decode`] from a tree it may take apart: each step's `args` object moves out of the tree
+/// into the model (its text copied, its vectors reused) instead of being copied whole.
+pub fn decode_owned(mut root: Node<'_>) -> (Option<Program>, Vec<Diagnostic>) {
+    let (mut p, diags) = decode_with(&root, false);
+    if let (Some(p), Kind::Object(members)) = (&mut p, &mut root.kind)
+        && let Some(steps) = members.iter_mut().find(|m| m.key.value == "steps")
+        && let Kind::Array(items) = &mut steps.value.kind
+    {
+        take_args(&mut p.steps, items);
+    }
+    (p, diags)
+}
+
+fn decode_with(root: &Node<'_>, copy_args: bool) -> (Option<Program>, Vec<Diagnostic>) {
     let mut d = Decoder {
         diags: Vec::new(),
         errors: 0,
         count: 0,
+        copy_args,
     };
     let p = d.program(root);
     (p, d.diags)
+}
+
+/// Move the `args` objects of `steps`, decoded from `items` with placeholders (same span,
+/// `null`) for their args, out of the tree. Steps come from the items in order (an item that
+/// is not an object makes no step; the step limit stops early); each step's fields are the
+/// first members with their keys, as [`Decoder::fields`] takes them.
+fn take_args(steps: &mut [Step], items: &mut [Node<'_>]) {
+    let mut items = items.iter_mut();
+    for s in steps {
+        let Some(item) = items.find(|n| n.span == s.span) else {
+            return;
+        };
+        let Kind::Object(members) = &mut item.kind else {
+            continue;
+        };
+        if let Some(args) = &mut s.args
+            && let Some(m) = members.iter_mut().find(|m| m.key.value == "args")
+        {
+            let span = m.value.span;
+            *args = std::mem::replace(
+                &mut m.value,
+                Node {
+                    span,
+                    kind: Kind::Null,
+                },
+            )
+            .into_static();
+        }
+        if !s.parallel_steps.is_empty()
+            && let Some(m) = members.iter_mut().find(|m| m.key.value == "parallel_steps")
+            && let Kind::Array(subs) = &mut m.value.kind
+        {
+            take_args(&mut s.parallel_steps, subs);
+        }
+    }
 }
 
 struct Decoder {
@@ -70,6 +149,8 @@ struct Decoder {
     /// Errors among `diags`.
     errors: usize,
     count: usize,
+    /// Copy each `args` object; otherwise leave a placeholder for [`take_args`].
+    copy_args: bool,
 }
 
 /// Where a value sits: its pointer (`ptr`, then `/field` when there is one; only a
@@ -155,9 +236,15 @@ impl Decoder {
         // Known fields are fewer than 64: a bit per field.
         let mut seen = 0u64;
         let mut out = SmallVec::with_capacity(members.len());
+        let by_match = std::ptr::eq(known, FIELDS_STEP);
         for m in members {
             let key = m.key.as_str();
-            match known.iter().position(|k| *k == key) {
+            let index = if by_match {
+                step_field_index(key)
+            } else {
+                known.iter().position(|k| *k == key)
+            };
+            match index {
                 Some(i) => {
                     let bit = 1u64 << (i % 64);
                     if seen & bit == 0 {
@@ -473,7 +560,8 @@ impl Decoder {
             }
             let mut sptr = String::with_capacity(ptr.len() + 6);
             sptr.push_str(ptr);
-            let _ = write!(sptr, "/{i}");
+            sptr.push('/');
+            push_decimal(&mut sptr, i);
             if let Some(s) = self.step(item, sptr, sub) {
                 out.push(s);
             }
@@ -546,7 +634,14 @@ impl Decoder {
                 "tool" => s.tool = self.nonempty(v, fat, field),
                 "args" => {
                     if self.object(v, fat, field).is_some() {
-                        s.args = Some(v.to_static());
+                        s.args = Some(if self.copy_args {
+                            v.to_static()
+                        } else {
+                            Node {
+                                span: v.span,
+                                kind: Kind::Null,
+                            }
+                        });
                     }
                 }
                 "condition" => s.condition = self.text(v, fat, field),
@@ -918,6 +1013,26 @@ impl Decoder {
     }
 }
 
+/// Append `n` in decimal (what `write!(s, "{n}")` writes, without the formatting machinery).
+fn push_decimal(s: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in digits.get(at..).unwrap_or_default() {
+        s.push(char::from(d));
+    }
+}
+
 fn open_brace(node: &Node) -> Span {
     Span::new(node.span.start, node.span.start + 1)
 }
@@ -948,4 +1063,28 @@ fn part_of_one<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
 /// A case-insensitive exact match (`Type` for `type`, `LLM` for `llm`).
 fn case_match<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
     known.iter().copied().find(|k| k.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_as_formatted() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, usize::MAX] {
+            let mut s = String::from("/steps/");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("/steps/{n}"));
+        }
+    }
+
+    #[test]
+    fn step_field_index_matches_the_field_list() {
+        for (i, f) in FIELDS_STEP.iter().enumerate() {
+            assert_eq!(step_field_index(f), Some(i), "{f}");
+        }
+        for other in ["", "ID", "Id", "types", "arg", "name", "steps"] {
+            assert_eq!(step_field_index(other), None, "{other}");
+        }
+    }
 }

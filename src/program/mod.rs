@@ -3,7 +3,7 @@
 
 mod decode;
 
-pub use decode::{FIELDS_PROGRAM, FIELDS_STEP, INPUT_TYPES, decode};
+pub use decode::{FIELDS_PROGRAM, FIELDS_STEP, INPUT_TYPES, decode, decode_owned};
 
 use crate::json::{Node, Str};
 use crate::source::Span;
