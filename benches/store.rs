@@ -26,23 +26,42 @@ fn fresh_store(tag: &str) -> Store {
     Store::open(bench_dir(tag).join("bench.db"), StoreOptions::default()).unwrap()
 }
 
-fn bench_store(c: &mut Criterion) {
+/// The `run_refund` scenario, ready to run persisted on a current-thread runtime.
+struct Refund {
+    refund: Runnable,
+    rt: Runtime,
+    req: RunRequest,
+    tokio: tokio::runtime::Runtime,
+}
+
+fn refund_setup() -> Refund {
     let program = load("refund_pipeline.json");
     let ctx: Map<String, Value> = load("refund_ctx.json").as_object().cloned().unwrap();
     let report = check_source(&program.to_string(), &Options::default());
-    let refund = Runnable::new(report.checked.expect("the scenario program checks"));
-    let rt = Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools()));
-    let req = RunRequest {
-        program: Content::of(&program),
-        context: ctx.clone(),
-        policy: Content::of(&json!({"tools": {}})),
-        idempotency_key: None,
-        save_as: None,
-    };
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    Refund {
+        refund: Runnable::new(report.checked.expect("the scenario program checks")),
+        rt: Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools())),
+        req: RunRequest {
+            program: Content::of(&program),
+            context: ctx,
+            policy: Content::of(&json!({"tools": {}})),
+            idempotency_key: None,
+            save_as: None,
+        },
+        tokio: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    }
+}
+
+fn bench_store(c: &mut Criterion) {
+    let Refund {
+        refund,
+        rt,
+        req,
+        tokio,
+    } = refund_setup();
 
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Elements(1));
@@ -146,22 +165,12 @@ fn thread_cpu() -> std::collections::BTreeMap<String, u64> {
 /// flight, on a fresh file; prints wall time and each thread's CPU time per run (to see which
 /// thread bounds the throughput). Criterion otherwise.
 fn load_mode(n: usize) {
-    let program = load("refund_pipeline.json");
-    let ctx: Map<String, Value> = load("refund_ctx.json").as_object().cloned().unwrap();
-    let report = check_source(&program.to_string(), &Options::default());
-    let refund = Runnable::new(report.checked.expect("the scenario program checks"));
-    let rt = Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools()));
-    let req = RunRequest {
-        program: Content::of(&program),
-        context: ctx,
-        policy: Content::of(&json!({"tools": {}})),
-        idempotency_key: None,
-        save_as: None,
-    };
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let Refund {
+        refund,
+        rt,
+        req,
+        tokio,
+    } = refund_setup();
     let store = fresh_store("load");
     let batch =
         || futures_util::future::join_all((0..64).map(|_| store.run(&rt, &refund, req.clone())));
