@@ -1123,7 +1123,16 @@ fn a_run_whose_envelope_write_failed_keeps_its_whole_trace() {
     assert!(matches!(err, StoreError::Audit { .. }), "{err}");
     let run = block(store.list_runs(1)).unwrap().pop().unwrap();
     assert_eq!(run.envelopes, 4);
-    // Three envelopes are stored; the trace has all four step records.
+    // Three envelopes are stored (the one after the refused one too); the trace has all four
+    // step records.
+    let stored: Vec<i64> = raw(&dir)
+        .prepare("SELECT idx FROM envelopes ORDER BY idx")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored, [0, 2, 3]);
     let trace = block(store.get_trace(&run.run_id)).unwrap().unwrap();
     let steps: Vec<&str> = trace["steps"]
         .as_array()
