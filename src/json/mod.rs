@@ -6,8 +6,8 @@
 //! diagnostic inside a condition string underlines the right bytes even across escapes.
 //!
 //! The tree borrows the document: keys, strings without escapes and numbers are slices of the
-//! text (`'s`); only decoded escapes own their text. [`Node::to_static`] copies a subtree
-//! that outlives the text (the `args` a program keeps).
+//! text (`'s`); only decoded escapes own their text. [`Node::into_static`] turns a subtree
+//! into one that outlives the text (the `args` a program keeps).
 
 mod string;
 
@@ -126,29 +126,6 @@ impl<'s> Node<'s> {
                     .map(|m| Member {
                         key: m.key.into_static(),
                         value: m.value.into_static(),
-                    })
-                    .collect(),
-            ),
-        };
-        Node {
-            span: self.span,
-            kind,
-        }
-    }
-
-    /// A copy of the subtree that owns all its text.
-    pub fn to_static(&self) -> Node<'static> {
-        let kind = match &self.kind {
-            Kind::Null => Kind::Null,
-            Kind::Bool(b) => Kind::Bool(*b),
-            Kind::Number(n) => Kind::Number(Cow::Owned(String::from(&**n))),
-            Kind::String(s) => Kind::String(s.to_static()),
-            Kind::Array(items) => Kind::Array(items.iter().map(Node::to_static).collect()),
-            Kind::Object(ms) => Kind::Object(
-                ms.iter()
-                    .map(|m| Member {
-                        key: m.key.to_static(),
-                        value: m.value.to_static(),
                     })
                     .collect(),
             ),

@@ -16,7 +16,7 @@ struct Escape {
 
 /// A JSON string: its decoded value, the span of the literal (quotes included) and the
 /// escapes needed to map decoded offsets back to the file. The value borrows the document's
-/// text (`'s`) unless it had escapes; [`Str::to_static`] makes a copy that owns it.
+/// text (`'s`) unless it had escapes; [`Str::into_static`] makes it own it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Str<'s> {
     pub value: Cow<'s, str>,
@@ -151,15 +151,6 @@ impl<'s> Str<'s> {
             value: Cow::Owned(self.value.into_owned()),
             span: self.span,
             escapes: self.escapes,
-        }
-    }
-
-    /// A copy that owns its text.
-    pub fn to_static(&self) -> Str<'static> {
-        Str {
-            value: Cow::Owned(self.as_str().to_owned()),
-            span: self.span,
-            escapes: self.escapes.clone(),
         }
     }
 

@@ -80,32 +80,26 @@ pub const MAX_STEPS: usize = 100_000;
 
 /// Decode a program. Returns the model (absent only when the root is not an object) and every
 /// diagnostic, each with its JSON pointer and step id. The model owns its text: it copies the
-/// few strings it keeps (ids, targets, texts, `args` trees) out of the tree.
+/// few strings it keeps (ids, targets, texts, `args` trees) out of a copy of the tree.
 pub fn decode(root: &Node<'_>) -> (Option<Program>, Vec<Diagnostic>) {
-    decode_with(root, true)
+    decode_owned(root.clone())
 }
 
 /// [`decode`] from a tree it may take apart: each step's `args` object moves out of the tree
 /// into the model (its text copied, its vectors reused) instead of being copied whole.
 pub fn decode_owned(mut root: Node<'_>) -> (Option<Program>, Vec<Diagnostic>) {
-    let (mut p, diags) = decode_with(&root, false);
+    let mut d = Decoder {
+        diags: Vec::new(),
+        errors: 0,
+        count: 0,
+    };
+    let mut p = d.program(&root);
     if let (Some(p), Kind::Object(members)) = (&mut p, &mut root.kind)
         && let Some(steps) = members.iter_mut().find(|m| m.key.value == "steps")
         && let Kind::Array(items) = &mut steps.value.kind
     {
         take_args(&mut p.steps, items);
     }
-    (p, diags)
-}
-
-fn decode_with(root: &Node<'_>, copy_args: bool) -> (Option<Program>, Vec<Diagnostic>) {
-    let mut d = Decoder {
-        diags: Vec::new(),
-        errors: 0,
-        count: 0,
-        copy_args,
-    };
-    let p = d.program(root);
     (p, d.diags)
 }
 
@@ -149,8 +143,6 @@ struct Decoder {
     /// Errors among `diags`.
     errors: usize,
     count: usize,
-    /// Copy each `args` object; otherwise leave a placeholder for [`take_args`].
-    copy_args: bool,
 }
 
 /// Where a value sits: its pointer (`ptr`, then `/field` when there is one; only a
@@ -634,13 +626,10 @@ impl Decoder {
                 "tool" => s.tool = self.nonempty(v, fat, field),
                 "args" => {
                     if self.object(v, fat, field).is_some() {
-                        s.args = Some(if self.copy_args {
-                            v.to_static()
-                        } else {
-                            Node {
-                                span: v.span,
-                                kind: Kind::Null,
-                            }
+                        // A placeholder: `take_args` moves the object in.
+                        s.args = Some(Node {
+                            span: v.span,
+                            kind: Kind::Null,
                         });
                     }
                 }
@@ -953,7 +942,7 @@ impl Decoder {
     /// A prompt, system text or condition: a non-empty string, kept with its source map.
     fn text(&mut self, node: &Node, at: At<'_>, field: &str) -> Option<Str<'static>> {
         self.nonempty(node, at, field)?;
-        node.as_str().map(Str::to_static)
+        node.as_str().cloned().map(Str::into_static)
     }
 
     fn allowed(&mut self, node: &Node, at: At<'_>) -> Option<Spanned<Vec<Spanned<String>>>> {
