@@ -8,7 +8,7 @@
 mod common;
 
 use common::{SCENARIOS, YesNo, load, refund_tools};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use nanovm::check::{Options, check_source};
 use nanovm::exec::native::NativeTools;
 use nanovm::exec::{Runnable, Runtime, Status};
@@ -27,6 +27,19 @@ fn current_thread() -> tokio::runtime::Runtime {
         .enable_time()
         .build()
         .unwrap()
+}
+
+fn inc_runtime() -> Runtime {
+    Runtime::new(
+        Arc::new(YesNo::default()),
+        Arc::new(NativeTools::new().register("inc", |a| {
+            let x = a
+                .get("x")
+                .and_then(Value::as_i64)
+                .ok_or("x is not an int")?;
+            Ok(json!(x + 1))
+        })),
+    )
 }
 
 fn bench_run(c: &mut Criterion) {
@@ -58,16 +71,7 @@ fn bench_run(c: &mut Criterion) {
     });
 
     let chain = runnable("chain_30.json");
-    let inc = Runtime::new(
-        Arc::new(YesNo::default()),
-        Arc::new(NativeTools::new().register("inc", |a| {
-            let x = a
-                .get("x")
-                .and_then(Value::as_i64)
-                .ok_or("x is not an int")?;
-            Ok(json!(x + 1))
-        })),
-    );
+    let inc = inc_runtime();
     let start: Map<String, Value> = json!({"start": 0}).as_object().cloned().unwrap();
     let out = tokio.block_on(inc.run(&chain, start.clone()));
     assert_eq!(out.trace.final_output, json!(30));
@@ -109,4 +113,33 @@ fn bench_run(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_run);
-criterion_main!(benches);
+
+/// `NANOVM_RUN_ONCE=refund:N` (or `30step:N`) runs the scenario N times and nothing else, for
+/// callgrind (instructions per run: the difference between two N divided by their difference);
+/// criterion otherwise.
+fn main() {
+    if let Some((name, n)) = std::env::var("NANOVM_RUN_ONCE").ok().and_then(|v| {
+        let (name, n) = v.split_once(':')?;
+        Some((name.to_owned(), n.parse::<usize>().ok()?))
+    }) {
+        let tokio = current_thread();
+        let (rt, program, ctx) = match name.as_str() {
+            "refund" => (
+                Runtime::new(Arc::new(YesNo::default()), Arc::new(refund_tools())),
+                runnable("refund_pipeline.json"),
+                load("refund_ctx.json").as_object().cloned().unwrap(),
+            ),
+            _ => (
+                inc_runtime(),
+                runnable("chain_30.json"),
+                json!({"start": 0}).as_object().cloned().unwrap(),
+            ),
+        };
+        for _ in 0..n {
+            black_box(tokio.block_on(rt.run(&program, ctx.clone())));
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

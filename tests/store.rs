@@ -1108,6 +1108,28 @@ fn every_conformance_runs_stored_trace_reads_back_as_it_ran() {
 }
 
 #[test]
+fn a_run_whose_row_could_not_be_written_leaves_no_envelopes() {
+    let dir = tempdir("begin-failed");
+    let store = open(&dir);
+    raw(&dir)
+        .execute_batch(
+            "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (program, context, mocks) = refund();
+    let (prog, _mocks, rt) = mocked(&program, mocks);
+    let err = block(store.run(&rt, &prog, request(&program, context, None))).unwrap_err();
+    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    // No run row, so no envelope either: none refers to a missing run.
+    let c = raw(&dir);
+    assert_eq!(count(&c, "SELECT count(*) FROM runs"), 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 0);
+    assert_eq!(block(store.integrity_check()).unwrap(), "ok");
+}
+
+#[test]
 fn a_run_whose_envelope_write_failed_keeps_its_whole_trace() {
     let dir = tempdir("envelope-failed");
     let store = open(&dir);

@@ -829,6 +829,7 @@ impl Observer for Recorder {
         let chain = self.chain.clone();
         let run_id = self.run_id.clone();
         let policy_hash = self.policy_hash.clone();
+        let slot = self.error.clone();
         self.store.write_detached(
             move |c| {
                 let pending = {
@@ -839,6 +840,22 @@ impl Observer for Recorder {
                     chain.scheduled = false;
                     std::mem::take(&mut chain.pending)
                 };
+                // After a failed write of this run (rare), make sure its row exists: when its
+                // `begin` failed, envelopes would refer to no run. They are dropped instead;
+                // the run ends with that error.
+                let failed_before = match slot.lock() {
+                    Ok(g) => g.is_some(),
+                    Err(p) => p.into_inner().is_some(),
+                };
+                if failed_before {
+                    let row = c
+                        .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")?
+                        .query_row([&*run_id], |_| Ok(()))
+                        .optional()?;
+                    if row.is_none() {
+                        return Ok(());
+                    }
+                }
                 let mut st = c.prepare_cached(
                     "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
