@@ -52,9 +52,6 @@ struct StepFlow {
 /// The checked step graph over the top-level steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Graph {
-    /// Step id → index of its first occurrence (top-level steps and sub-steps; a sub-step maps
-    /// to its parent's index).
-    ids: HashMap<String, usize>,
     steps: Vec<StepFlow>,
 }
 
@@ -73,15 +70,12 @@ pub(crate) fn step_of(n: NodeId) -> usize {
 }
 
 impl Graph {
-    /// Build the graph. Jumps go to top-level steps (`top`); targets that name none are left
-    /// out (the checker reports them). `ids` maps every id, sub-steps to their parent's index.
-    pub(crate) fn build(
-        program: &Program,
-        top: &HashMap<&str, usize>,
-        ids: HashMap<String, usize>,
-    ) -> Self {
+    /// Build the graph. Jumps go to top-level steps (`top`: id → index, and a span the graph
+    /// does not read); targets that name none are left out (the checker reports them).
+    pub(crate) fn build<T>(program: &Program, top: &HashMap<&str, (usize, T)>) -> Self {
         let target = |t: &Option<crate::program::Spanned<String>>| {
-            t.as_ref().map(|t| top.get(t.value.as_str()).copied())
+            t.as_ref()
+                .map(|t| top.get(t.value.as_str()).map(|(i, _)| *i))
         };
         let steps = program
             .steps
@@ -95,7 +89,7 @@ impl Graph {
                 skip_on_error: s.on_error() == OnError::Skip,
             })
             .collect();
-        Self { ids, steps }
+        Self { steps }
     }
 
     pub fn len(&self) -> usize {
@@ -104,16 +98,6 @@ impl Graph {
 
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
-    }
-
-    /// Step id → index (see [`Graph::index_of`]).
-    pub(crate) fn ids(&self) -> &HashMap<String, usize> {
-        &self.ids
-    }
-
-    /// The index of the step (or of the parallel step holding the sub-step) with this id.
-    pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.ids.get(id).copied()
     }
 
     fn seq_after(&self, index: usize) -> Next {

@@ -23,6 +23,10 @@ pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::qualit
 
 pub use refs::{Part, Template};
 
+/// Step id → index of its first occurrence (a sub-step's parent's index) and the span of
+/// that id.
+pub(crate) type IdMap<'p> = HashMap<&'p str, (usize, Span)>;
+
 /// Input limits of one check, and the tool catalog when there is one.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
@@ -281,22 +285,14 @@ impl Checker<'_> {
         Vec<Option<Box<Condition>>>,
     ) {
         let p = self.p;
-        // Ids: the first occurrence is the one references go to.
+        // Ids: the first occurrence is the one references go to. `ids`: every id (sub-steps
+        // map to their parent's index) with the span of its first use; `top`: top-level ids,
+        // the jump targets (the same map when there are no sub-steps).
         let n = p.steps.len();
-        let mut ids: HashMap<String, usize> =
-            HashMap::with_capacity_and_hasher(n, Default::default());
-        let mut top: HashMap<&str, usize> =
-            HashMap::with_capacity_and_hasher(n, Default::default());
-        for (i, s) in p.steps.iter().enumerate() {
-            if let Some(id) = &s.id {
-                top.entry(id.value.as_str()).or_insert(i);
-            }
-        }
-        let mut first_span: HashMap<&str, Span> =
-            HashMap::with_capacity_and_hasher(n, Default::default());
+        let mut ids: IdMap<'_> = HashMap::with_capacity_and_hasher(n, Default::default());
         for (i, s) in all_steps(p) {
             let Some(id) = &s.id else { continue };
-            if let Some(first) = first_span.get(id.value.as_str()) {
+            if let Some((_, first)) = ids.get(id.value.as_str()) {
                 let d = Diagnostic::new(
                     Code::DuplicateStepId,
                     id.span,
@@ -308,11 +304,24 @@ impl Checker<'_> {
                 self.push(s, Some("id"), d);
                 continue;
             }
-            first_span.insert(&id.value, id.span);
-            ids.insert(id.value.clone(), i);
+            ids.insert(&id.value, (i, id.span));
         }
-        let guesses = self.targets(&top, &ids);
-        self.output_keys(&first_span);
+        let top_only: Option<IdMap<'_>> = p
+            .steps
+            .iter()
+            .any(|s| !s.parallel_steps.is_empty())
+            .then(|| {
+                let mut top: IdMap<'_> = HashMap::with_capacity_and_hasher(n, Default::default());
+                for (i, s) in p.steps.iter().enumerate() {
+                    if let Some(id) = &s.id {
+                        top.entry(id.value.as_str()).or_insert((i, id.span));
+                    }
+                }
+                top
+            });
+        let top = top_only.as_ref().unwrap_or(&ids);
+        let guesses = self.targets(top, &ids);
+        self.output_keys(&ids);
         self.per_step_warnings();
         let opts = self.opts;
         if let Some(catalog) = opts.catalog.as_deref() {
@@ -327,7 +336,7 @@ impl Checker<'_> {
         let mut analysis = None;
         let mut view = None;
         if flow_ok {
-            let g = Graph::build(p, &top, std::mem::take(&mut ids));
+            let g = Graph::build(p, top);
             let mut a = g.analyze();
             view = Some(self.view(&g, &a));
             if !guesses.is_empty() {
@@ -335,25 +344,24 @@ impl Checker<'_> {
                 // mean") goes to that step for the flow and reference checks, so the typo is
                 // not reported again as unreachable steps (no knock-on errors, DESIGN §3).
                 let mut jumps = top.clone();
-                jumps.extend(guesses.iter().map(|(name, i)| (name.as_str(), *i)));
-                a = Graph::build(p, &jumps, HashMap::default()).analyze();
+                jumps.extend(
+                    guesses
+                        .iter()
+                        .map(|(name, i)| (name.as_str(), (*i, Span::point(0)))),
+                );
+                a = Graph::build(p, &jumps).analyze();
             }
             self.flow(&g, &a);
             analysis = Some(a);
             graph = Some(g);
         }
-        let ids = graph.as_ref().map_or(&ids, Graph::ids);
-        let conditions = refs::check_references(self, ids, analysis.as_ref());
+        let conditions = refs::check_references(self, &ids, analysis.as_ref());
         (graph, view, conditions)
     }
 
     /// Missing `then`/`otherwise`/`next_step` targets. Returns the likely typos: each missing
     /// target with a "did you mean" and the index of the step it suggests.
-    fn targets(
-        &mut self,
-        top: &HashMap<&str, usize>,
-        ids: &HashMap<String, usize>,
-    ) -> Vec<(String, usize)> {
+    fn targets(&mut self, top: &IdMap<'_>, ids: &IdMap<'_>) -> Vec<(String, usize)> {
         let p = self.p;
         let mut guesses = Vec::new();
         // Sorted when a target is missing.
@@ -374,7 +382,7 @@ impl Checker<'_> {
                     format!("`{field}` names no step: `{}`", t.value),
                 )
                 .with_label("no step has this id");
-                if ids.contains_key(&t.value) {
+                if ids.contains_key(t.value.as_str()) {
                     d = d.with_note(format!(
                         "`{}` is a parallel sub-step; only top-level steps can be jumped to",
                         t.value
@@ -392,7 +400,7 @@ impl Checker<'_> {
                     3,
                 ) {
                     d = d.with_help(format!("did you mean `{m}`?"));
-                    if let Some(i) = top.get(m) {
+                    if let Some((i, _)) = top.get(m) {
                         guesses.push((t.value.clone(), *i));
                     }
                 }
@@ -403,12 +411,12 @@ impl Checker<'_> {
     }
 
     /// `output_key` equal to a step id or to another `output_key`.
-    fn output_keys(&mut self, ids: &HashMap<&str, Span>) {
+    fn output_keys(&mut self, ids: &IdMap<'_>) {
         let p = self.p;
         let mut keys: HashMap<&str, Span> = HashMap::default();
         for (_, s) in all_steps(p) {
             let Some(k) = &s.output_key else { continue };
-            if let Some(id_span) = ids.get(k.value.as_str()) {
+            if let Some((_, id_span)) = ids.get(k.value.as_str()) {
                 let d = Diagnostic::new(
                     Code::OutputKeyClash,
                     k.span,
@@ -790,7 +798,6 @@ mod tests {
         // Branch leaf: `act` ends the run when entered from the branch.
         assert_eq!(g.after(2, Entry::Branch), Next::End);
         assert_eq!(g.after(3, Entry::Branch), Next::End);
-        assert_eq!(g.index_of("reject"), Some(3));
         assert!(c.condition(1).is_some());
         assert!(c.condition(0).is_none());
         let p = c.program();

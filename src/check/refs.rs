@@ -203,7 +203,7 @@ fn vars<'e>(e: &'e Expr, out: &mut Vec<(&'e Path, Span)>) {
 /// condition step.
 pub(super) fn check_references(
     c: &mut Checker<'_>,
-    ids: &HashMap<String, usize>,
+    ids: &super::IdMap<'_>,
     analysis: Option<&Analysis>,
 ) -> Vec<Option<Box<Condition>>> {
     let p = c.p;
@@ -218,7 +218,7 @@ pub(super) fn check_references(
                 .clone()
         };
         if let Some(id) = s.id_str()
-            && ids.get(id) == Some(&i)
+            && ids.get(id).map(|(j, _)| *j) == Some(i)
             && !steps.contains_key(id)
         {
             steps.insert(id, (i, s, typed()));
