@@ -596,15 +596,19 @@ impl<'r> Run<'r> {
             StepType::Parallel => m.parallel_steps += 1,
         }
         m.retries_total += u64::from(record.retries);
-        for r in subs.into_iter().chain(std::iter::once(record)) {
+        // Sub-steps first, then the step; each record is moved once (they are large).
+        for r in subs.iter().chain(std::iter::once(&record)) {
             if let Some(u) = &r.usage {
                 self.trace.total_tokens = self.trace.total_tokens.saturating_add(u.total_tokens);
                 if let Some(c) = u.cost_usd {
                     self.trace.cost_usd = Some(self.trace.cost_usd.unwrap_or(0.0) + c);
                 }
             }
-            self.trace.steps.push(r);
         }
+        if !subs.is_empty() {
+            self.trace.steps.extend(subs);
+        }
+        self.trace.steps.push(record);
     }
 
     fn budget(self: Box<Self>, class: ErrorClass, step_id: &str, msg: String) -> Outcome {
