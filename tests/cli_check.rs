@@ -8,7 +8,7 @@
 )]
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn nanovm(args: &[&str]) -> Output {
@@ -19,10 +19,16 @@ fn nanovm(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// This test binary's directory under cargo's `target/tmp`, emptied once per process.
 fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nanovm-cli-check-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nanovm-cli-check");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+    .clone()
 }
 
 fn file(name: &str, bytes: &[u8]) -> String {

@@ -18,8 +18,13 @@ fn nanovm(args: &[&str]) -> Output {
 }
 
 fn context_file(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("nanovm-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nanovm-cli-eval");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    });
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_owned()

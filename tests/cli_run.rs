@@ -22,10 +22,16 @@ fn nanovm(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// This test binary's directory under cargo's `target/tmp`, emptied once per process.
 fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nanovm-cli-run-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nanovm-cli-run");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+    .clone()
 }
 
 fn file(name: &str, text: &str) -> String {

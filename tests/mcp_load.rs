@@ -302,7 +302,7 @@ async fn raw_call(s: RawSession) -> Result<Value, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load measurement: cargo test --release --test mcp_load -- --ignored --nocapture"]
 async fn http_1000_run_program_at_32_concurrent() {
-    let dir = std::env::temp_dir().join(format!("nanovm-mcp-load-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("nanovm-mcp-load");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let config = Config::from_toml_str(CONFIG, dir.join("nanovm.toml")).unwrap();
