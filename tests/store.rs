@@ -1164,3 +1164,185 @@ fn a_run_whose_envelope_write_failed_keeps_its_whole_trace() {
         .collect();
     assert_eq!(steps, ["lookup", "classify", "route", "issue_refund"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A run that ends before the writer reaches its begin job
+// ---------------------------------------------------------------------------------------------
+
+/// Releases a write lock held by another connection once the run's last step is recorded.
+#[derive(Debug)]
+struct ReleaseAfter {
+    steps: usize,
+    seen: AtomicUsize,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl nanovm::exec::Observer for ReleaseAfter {
+    fn step_finished(&self, _record: &nanovm::exec::StepRecord) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.steps
+            && let Some(tx) = self.release.lock().unwrap().take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The rows of `log` (filled by the triggers `with_update_log` makes).
+fn updates_of_runs(c: &Connection) -> i64 {
+    count(c, "SELECT count(*) FROM log")
+}
+
+/// Log every UPDATE of `runs`: a run row written once has none.
+fn with_update_log(dir: &Path) {
+    raw(dir)
+        .execute_batch(
+            "CREATE TABLE log (what TEXT);
+             CREATE TRIGGER log_updates AFTER UPDATE ON runs
+             BEGIN INSERT INTO log VALUES ('update'); END;",
+        )
+        .unwrap();
+}
+
+/// Run `program` with another connection holding the write lock until the run's last step
+/// (of `steps`) is recorded, so the run ends before the store's writer can begin it.
+fn run_ended_before_its_begin(
+    dir: &Path,
+    store: &Store,
+    program: &Value,
+    mocks: Value,
+    steps: usize,
+) -> Result<Persisted, StoreError> {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    let lock_dir = dir.to_path_buf();
+    let holder = std::thread::spawn(move || {
+        let c = raw(&lock_dir);
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        held.send(()).unwrap();
+        // Until the last step is recorded (then the run's finish follows at once, on the
+        // same thread), and a little longer.
+        released.recv_timeout(Duration::from_secs(20)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        c.execute_batch("COMMIT").unwrap();
+    });
+    is_held.recv().unwrap();
+    let observer = Arc::new(ReleaseAfter {
+        steps,
+        seen: AtomicUsize::new(0),
+        release: std::sync::Mutex::new(Some(release)),
+    });
+    let (prog, _mocks, rt) = mocked(program, mocks);
+    let rt = rt.with_options(RunOptions {
+        observer: Some(observer),
+        ..RunOptions::default()
+    });
+    let out = block(store.run(&rt, &prog, request(program, json!({}), None)));
+    holder.join().unwrap();
+    out
+}
+
+fn two_tools() -> (Value, Value) {
+    (
+        json!({"name": "quick", "steps": [
+            {"id": "a", "type": "tool", "tool": "t"},
+            {"id": "b", "type": "tool", "tool": "t", "args": {"x": "$a.output"}, "is_terminal": true}
+        ]}),
+        json!({"tools": {"t": {"ok": true}}}),
+    )
+}
+
+#[test]
+fn a_run_that_ends_before_its_begin_job_is_written_in_that_job() {
+    let dir = tempdir("ended-first");
+    let store = open(&dir);
+    with_update_log(&dir);
+    let (program, mocks) = two_tools();
+    let done = run_ended_before_its_begin(&dir, &store, &program, mocks, 2).unwrap();
+    assert_eq!(done.trace.status, Status::Success);
+    let c = raw(&dir);
+    // The run row was written once, as ended, with both envelopes.
+    assert_eq!(updates_of_runs(&c), 0);
+    let (status, envelopes, lease, started, finished): (String, i64, i64, String, String) = c
+        .query_row(
+            "SELECT status, envelopes, lease_until, started_at, finished_at FROM runs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!((status.as_str(), envelopes, lease), ("success", 2, 0));
+    assert!(started <= finished, "{started} > {finished}");
+    assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 2);
+    assert_eq!(verify_one(&store, &done.run_id), None);
+    let stored = block(store.get_trace(&done.run_id)).unwrap().unwrap();
+    assert_eq!(stored, serde_json::to_value(&done.trace).unwrap());
+    assert_eq!(block(store.integrity_check()).unwrap(), "ok");
+}
+
+#[test]
+fn a_run_whose_begin_job_ran_first_is_finished_by_an_update() {
+    let dir = tempdir("begun-first");
+    let store = open(&dir);
+    with_update_log(&dir);
+    // The model answers after 50 ms: the writer has begun the run long before it ends.
+    let program = json!({"name": "waits", "steps": [
+        {"id": "a", "type": "llm", "prompt": "hi", "is_terminal": true}
+    ]});
+    let (prog, _mocks, rt) = mocked(
+        &program,
+        json!({"llm": {"*": {"reply": "yes", "delay_s": 0.05}}}),
+    );
+    let done = block(store.run(&rt, &prog, request(&program, json!({}), None))).unwrap();
+    assert_eq!(done.trace.status, Status::Success);
+    let c = raw(&dir);
+    assert_eq!(updates_of_runs(&c), 1);
+    assert_eq!(verify_one(&store, &done.run_id), None);
+    let stored = block(store.get_trace(&done.run_id)).unwrap().unwrap();
+    assert_eq!(stored, serde_json::to_value(&done.trace).unwrap());
+}
+
+#[test]
+fn a_run_that_ended_first_and_lost_an_envelope_keeps_its_whole_trace() {
+    let dir = tempdir("ended-first-envelope-failed");
+    let store = open(&dir);
+    raw(&dir)
+        .execute_batch(
+            "CREATE TRIGGER refuse_second BEFORE INSERT ON envelopes WHEN NEW.idx = 1
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (program, mocks) = two_tools();
+    let err = run_ended_before_its_begin(&dir, &store, &program, mocks, 2).unwrap_err();
+    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    let c = raw(&dir);
+    assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 1);
+    // The trace the finish job wrote instead of the skeleton keeps both step records.
+    assert_eq!(
+        count(&c, "SELECT json_array_length(trace, '$.steps') FROM runs"),
+        2
+    );
+    let run = block(store.list_runs(1)).unwrap().pop().unwrap();
+    assert_eq!(run.envelopes, 2);
+    let trace = block(store.get_trace(&run.run_id)).unwrap().unwrap();
+    assert_eq!(trace["steps"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn a_run_that_ended_first_and_whose_row_was_refused_leaves_nothing() {
+    let dir = tempdir("ended-first-begin-failed");
+    let store = open(&dir);
+    raw(&dir)
+        .execute_batch(
+            "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (program, mocks) = two_tools();
+    let err = run_ended_before_its_begin(&dir, &store, &program, mocks, 2).unwrap_err();
+    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    let c = raw(&dir);
+    assert_eq!(count(&c, "SELECT count(*) FROM runs"), 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 0);
+    assert_eq!(block(store.integrity_check()).unwrap(), "ok");
+}

@@ -13,16 +13,14 @@
 //! stored as its canonical text, so the hashed bytes are exactly
 //! `{"index":I,"payload":P,"policy_hash":"…","prev_hash":"…","state_hash":"…"|null,"step_id":"…"}`.
 
-use crate::exec::canon::{Hasher, hex, write_str};
-use sha2::{Digest, Sha256};
-use std::io::Write;
+use crate::exec::canon::{hex, put_str, put_u64, sha256};
 
 /// The `prev_hash` of a run's first envelope: it binds the chain to its run id.
 pub fn genesis(run_id: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"nanovm/run/");
-    h.update(run_id.as_bytes());
-    hex(&h.finalize())
+    let mut m = Vec::with_capacity(11 + run_id.len());
+    m.extend_from_slice(b"nanovm/run/");
+    m.extend_from_slice(run_id.as_bytes());
+    hex(&sha256(&m))
 }
 
 /// The fields an envelope's hash covers.
@@ -40,25 +38,33 @@ pub struct Link<'a> {
 impl Link<'_> {
     /// The envelope's hash, in hex.
     pub fn hash(&self) -> String {
-        let mut h = Hasher::new();
-        // Writing into a hasher cannot fail.
-        let _ = write!(h, "{{\"index\":{},\"payload\":", self.index);
-        h.bytes(self.payload.as_bytes());
-        h.bytes(b",\"policy_hash\":");
-        let _ = write_str(self.policy_hash, &mut h);
-        h.bytes(b",\"prev_hash\":");
-        let _ = write_str(self.prev_hash, &mut h);
-        h.bytes(b",\"state_hash\":");
+        // The whole message in one buffer, hashed in one call on the block function: no
+        // buffering layer, no allocation per field.
+        let mut m = Vec::with_capacity(
+            self.payload.len()
+                + self.policy_hash.len()
+                + self.prev_hash.len()
+                + self.state_hash.map_or(4, str::len)
+                + self.step_id.len()
+                + 128,
+        );
+        m.extend_from_slice(b"{\"index\":");
+        put_u64(self.index, &mut m);
+        m.extend_from_slice(b",\"payload\":");
+        m.extend_from_slice(self.payload.as_bytes());
+        m.extend_from_slice(b",\"policy_hash\":");
+        put_str(self.policy_hash, &mut m);
+        m.extend_from_slice(b",\"prev_hash\":");
+        put_str(self.prev_hash, &mut m);
+        m.extend_from_slice(b",\"state_hash\":");
         match self.state_hash {
-            Some(s) => {
-                let _ = write_str(s, &mut h);
-            }
-            None => h.bytes(b"null"),
+            Some(s) => put_str(s, &mut m),
+            None => m.extend_from_slice(b"null"),
         }
-        h.bytes(b",\"step_id\":");
-        let _ = write_str(self.step_id, &mut h);
-        h.bytes(b"}");
-        h.finish_hex()
+        m.extend_from_slice(b",\"step_id\":");
+        put_str(self.step_id, &mut m);
+        m.push(b'}');
+        hex(&sha256(&m))
     }
 }
 
@@ -223,6 +229,44 @@ mod tests {
         let mut whole = whole;
         whole["state_hash"] = json!("h");
         assert_eq!(with_state.hash(), canon::sha256_hex(&whole));
+
+        // Messages of every length around the block boundaries (the padding takes one or two
+        // blocks), a large index, and hex hashes as the chain has them.
+        let prev = "ab".repeat(32);
+        for n in 0..200 {
+            let output = "x".repeat(n);
+            let payload = canon::to_string(&json!({"output": output}));
+            let link = Link {
+                index: u64::MAX - n as u64,
+                step_id: "step",
+                policy_hash: &prev,
+                state_hash: Some(&prev),
+                prev_hash: &prev,
+                payload: &payload,
+            };
+            let whole = json!({
+                "index": u64::MAX - n as u64,
+                "payload": {"output": output},
+                "policy_hash": prev,
+                "prev_hash": prev,
+                "state_hash": prev,
+                "step_id": "step",
+            });
+            assert_eq!(
+                link.hash(),
+                canon::sha256_hex(&whole),
+                "output of {n} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn genesis_is_sha256_of_the_run_id_with_its_prefix() {
+        use sha2::{Digest, Sha256};
+        for id in ["", "r", &"0123456789abcdef".repeat(8)] {
+            let expected = hex(&Sha256::digest(format!("nanovm/run/{id}").as_bytes()));
+            assert_eq!(genesis(id), expected);
+        }
     }
 
     #[test]

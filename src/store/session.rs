@@ -6,7 +6,9 @@
 //! one before; the envelopes made while the writer is busy go to it in one job, and the
 //! writer group-commits them with other runs' writes), then `finish` (status, trace,
 //! cursor). A crash leaves a `running` row whose lease lapses, and a chain that is intact up
-//! to its last committed envelope.
+//! to its last committed envelope. A run that ends before the writer has reached its `begin`
+//! (a quick run while the writer is busy) is written by that job in one go: the run row as
+//! ended and all its envelopes.
 
 use super::chain::{Link, genesis};
 use super::writer::atomically;
@@ -101,6 +103,8 @@ impl Store {
         let head = genesis(&run_id);
         let begin = Arc::new(BeginRow {
             run_id: run_id.clone(),
+            // Used unless the run waits for its begin job (a key or secrets).
+            started_at: now_text(),
             head: head.clone(),
             program_name: prog.name().to_owned(),
             save_as,
@@ -116,6 +120,11 @@ impl Store {
             lease: self.inner.opts.lease,
         });
         let error = Arc::new(Mutex::new(None));
+        let chain = Arc::new(Mutex::new(Chain {
+            index: 0,
+            prev: head,
+            ..Chain::default()
+        }));
         let mut took_over = None;
         if begin.key.is_some() || !begin.secrets.is_empty() {
             // The answer decides whether to run (idempotency) or fails it (a secret id in use).
@@ -123,7 +132,10 @@ impl Store {
             loop {
                 let row = begin.clone();
                 let known = self.inner.known.clone();
-                match self.write_raw(move |c| row.begin(c, &known)).await? {
+                match self
+                    .write_raw(move |c| row.begin(c, &known, RowAs::Starting))
+                    .await?
+                {
                     Begin::Started { took_over: t } => {
                         took_over = t;
                         break;
@@ -146,13 +158,16 @@ impl Store {
             }
         } else {
             // Nothing to decide: the writes are queued ahead of the run's envelopes, and a
-            // failure surfaces when the run finishes.
+            // failure surfaces when the run finishes. Should the run end first, this job
+            // writes it whole (see `BeginRow::begin_detached`).
+            lock(&chain).begin = BeginState::Queued;
             let row = begin.clone();
             let known = self.inner.known.clone();
+            let run_chain = chain.clone();
             self.write_detached(
-                move |c| row.begin(c, &known).map(drop),
+                move |c| row.begin_detached(c, &known, &run_chain),
                 error.clone(),
-                // `begin` makes its writes atomic itself.
+                // `begin` makes its writes atomic itself, and each envelope is one statement.
                 true,
             );
         }
@@ -160,11 +175,6 @@ impl Store {
             .into_iter()
             .map(|Secret { id, value }| (id, Some(value)))
             .collect();
-        let chain = Chain {
-            index: 0,
-            prev: head,
-            ..Chain::default()
-        };
         let (rt, recorder) = self.recording(runtime, &run_id, policy.hash(), chain, values, error);
         let run = rt.run_as(prog, context, run_id.clone());
         let outcome = self.with_lease(&run_id, &recorder.error, run).await;
@@ -236,11 +246,11 @@ impl Store {
             }
         }
         let values = self.secret_values(ids).await?;
-        let chain = Chain {
+        let chain = Arc::new(Mutex::new(Chain {
             index: envelopes,
             prev: head,
             ..Chain::default()
-        };
+        }));
         let error = Arc::new(Mutex::new(None));
         let (rt, recorder) = self.recording(runtime, run_id, &policy_hash, chain, values, error);
         let outcome = {
@@ -267,7 +277,7 @@ impl Store {
         runtime: &Runtime,
         run_id: &str,
         policy_hash: &str,
-        chain: Chain,
+        chain: Arc<Mutex<Chain>>,
         secrets: HashMap<String, Option<Value>>,
         error: Arc<Mutex<Option<StoreError>>>,
     ) -> (Runtime, Arc<Recorder>) {
@@ -275,7 +285,7 @@ impl Store {
             store: self.clone(),
             run_id: run_id.into(),
             policy_hash: policy_hash.into(),
-            chain: Arc::new(Mutex::new(chain)),
+            chain,
             error,
             next: runtime.options().observer.clone(),
         });
@@ -356,15 +366,24 @@ impl Store {
         let status = trace.status.as_str();
         let id = run_id.to_owned();
         let cursor_text_present = cursor_text.is_some();
-        let (envelopes, head) = {
-            let chain = match recorder.chain.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            (
-                i64::try_from(chain.index).unwrap_or(i64::MAX),
-                chain.prev.clone(),
-            )
+        let mut skeleton = Some(skeleton);
+        let (envelopes, head, handed_off) = {
+            let mut chain = lock(&recorder.chain);
+            let envelopes = i64::try_from(chain.index).unwrap_or(i64::MAX);
+            let head = chain.prev.clone();
+            // The begin job has not run yet: it writes the run as ended, with its envelopes
+            // (a run that suspends writes its cursor here, atomically, as before).
+            let handed_off = cursor_text.is_none() && matches!(chain.begin, BeginState::Queued);
+            if handed_off {
+                chain.begin = BeginState::Ended(Ended {
+                    status,
+                    finished_at: now_text(),
+                    trace: skeleton.take().unwrap_or_default(),
+                    envelopes,
+                    head: head.clone(),
+                });
+            }
+            (envelopes, head, handed_off)
         };
         // The trace goes to the writer and comes back with the commit: should any of the
         // run's envelopes be missing (a write of theirs failed), the writer stores the whole
@@ -385,11 +404,14 @@ impl Store {
                         Err(p) => p.into_inner().is_none(),
                     }
                 };
-                let trace_text = if complete {
-                    skeleton
-                } else {
-                    serde_json::to_string(&trace)
-                        .map_err(|e| StoreError::Database(e.to_string()))?
+                if handed_off && complete {
+                    // The begin job wrote the run row as ended, with every envelope.
+                    return Ok(trace);
+                }
+                let trace_text = match skeleton {
+                    Some(s) if complete => s,
+                    _ => serde_json::to_string(&trace)
+                        .map_err(|e| StoreError::Database(e.to_string()))?,
                 };
                 let write = |c: &Connection| -> Result<(), StoreError> {
                     c.prepare_cached(
@@ -484,6 +506,7 @@ struct BeginRow {
     run_id: String,
     /// The chain's head before the first envelope: `genesis(run_id)`.
     head: String,
+    started_at: String,
     program_name: String,
     /// The name the program is stored under, replacing a stored one.
     save_as: Option<String>,
@@ -498,13 +521,45 @@ struct BeginRow {
 }
 
 impl BeginRow {
+    /// The begin job of a run nobody waits for. When the run has ended by the time the
+    /// writer gets here (a quick run while the writer is busy), its row is written as ended
+    /// and its envelopes with it, in this job: the finish job then has nothing to write
+    /// (unless a write failed), and the run row is written once instead of twice.
+    fn begin_detached(
+        &self,
+        c: &Connection,
+        known: &super::Known,
+        chain: &Mutex<Chain>,
+    ) -> Result<(), StoreError> {
+        let ended = {
+            let mut chain = lock(chain);
+            match std::mem::take(&mut chain.begin) {
+                BeginState::Ended(e) => Some((e, std::mem::take(&mut chain.pending))),
+                // From here on the run's finish finds the row written.
+                BeginState::Queued | BeginState::Written => None,
+            }
+        };
+        match ended {
+            None => self.begin(c, known, RowAs::Running).map(drop),
+            Some((ended, pending)) => {
+                self.begin(c, known, RowAs::Ended(&ended))?;
+                insert_envelopes(c, &self.run_id, self.policy.hash(), pending)
+            }
+        }
+    }
+
     /// Run the begin job's writes: atomically, unless the run row is the only one (a
     /// statement is atomic by itself, and a savepoint costs a copy of every page it touches).
-    fn begin(&self, c: &Connection, known: &super::Known) -> Result<Begin, StoreError> {
+    fn begin(
+        &self,
+        c: &Connection,
+        known: &super::Known,
+        row: RowAs<'_>,
+    ) -> Result<Begin, StoreError> {
         let out = if self.writes_only_the_run(known) {
-            self.try_begin(c, known)
+            self.try_begin(c, known, row)
         } else {
-            atomically(c, |c| self.try_begin(c, known))
+            atomically(c, |c| self.try_begin(c, known, row))
         };
         if out.is_err() {
             // The job's writes are rolled back: the program and policy may not be stored.
@@ -571,7 +626,12 @@ impl BeginRow {
         Ok(())
     }
 
-    fn try_begin(&self, c: &Connection, known: &super::Known) -> Result<Begin, StoreError> {
+    fn try_begin(
+        &self,
+        c: &Connection,
+        known: &super::Known,
+        row: RowAs<'_>,
+    ) -> Result<Begin, StoreError> {
         let mut took_over = None;
         if let Some(key) = &self.key {
             let held: Option<(String, String, String, i64)> = c
@@ -634,23 +694,53 @@ impl BeginRow {
                 Some(_) => return Err(StoreError::SecretConflict(secrets::token(id))),
             }
         }
-        c.prepare_cached(
-            "INSERT INTO runs (run_id, program_hash, policy_hash, program_name, idempotency_key,
-                               status, started_at, context, envelopes, head_hash, owner, lease_until)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, 0, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            self.run_id,
-            self.program.hash(),
-            self.policy.hash(),
-            self.program_name,
-            self.key,
-            now,
-            self.context_text,
-            self.head,
-            self.owner,
-            lease_until(self.lease),
-        ])?;
+        let started_at = match row {
+            RowAs::Starting => &now,
+            RowAs::Running | RowAs::Ended(_) => &self.started_at,
+        };
+        match row {
+            RowAs::Starting | RowAs::Running => c
+                .prepare_cached(
+                    "INSERT INTO runs (run_id, program_hash, policy_hash, program_name,
+                                       idempotency_key, status, started_at, context, envelopes,
+                                       head_hash, owner, lease_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, 0, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    self.run_id,
+                    self.program.hash(),
+                    self.policy.hash(),
+                    self.program_name,
+                    self.key,
+                    started_at,
+                    self.context_text,
+                    self.head,
+                    self.owner,
+                    lease_until(self.lease),
+                ])?,
+            RowAs::Ended(e) => c
+                .prepare_cached(
+                    "INSERT INTO runs (run_id, program_hash, policy_hash, program_name,
+                                       idempotency_key, status, started_at, finished_at,
+                                       context, trace, envelopes, head_hash, owner, lease_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0)",
+                )?
+                .execute(params![
+                    self.run_id,
+                    self.program.hash(),
+                    self.policy.hash(),
+                    self.program_name,
+                    self.key,
+                    e.status,
+                    started_at,
+                    e.finished_at,
+                    self.context_text,
+                    e.trace,
+                    e.envelopes,
+                    e.head,
+                    self.owner,
+                ])?,
+        };
         if let Some(key) = &self.key {
             c.prepare_cached(
                 "INSERT INTO idempotency_keys (key, run_id, program_hash, created_at, updated_at)
@@ -758,6 +848,84 @@ struct Chain {
     /// A writer job that takes `pending` is queued (one per run at a time: the envelopes of
     /// a quick run's steps go to the writer in one job).
     scheduled: bool,
+    /// Where the run's detached `begin` job stands.
+    begin: BeginState,
+}
+
+/// How a `begin` job writes the run row.
+#[derive(Debug, Clone, Copy)]
+enum RowAs<'a> {
+    /// Running from now: the run starts once this job has committed (it was awaited).
+    Starting,
+    /// Running since it was queued (the run did not wait for this job).
+    Running,
+    /// Ended: the run finished before this job ran.
+    Ended(&'a Ended),
+}
+
+/// A run's `begin` job, as its `finish` finds it.
+#[derive(Debug, Default)]
+enum BeginState {
+    /// Run (or awaited: a run with a key or secrets, a resumed run).
+    #[default]
+    Written,
+    /// Queued, not run yet.
+    Queued,
+    /// The run ended before the job ran: the job writes this row and the run's envelopes.
+    Ended(Ended),
+}
+
+/// The columns of an ended run's row that `finish` writes.
+#[derive(Debug)]
+struct Ended {
+    status: &'static str,
+    finished_at: String,
+    /// The trace without its step records (they are the envelopes' payloads).
+    trace: String,
+    envelopes: i64,
+    head: String,
+}
+
+/// A mutex's guard, poisoned or not (each critical section here leaves its data whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Insert a run's envelopes with one prepared statement. Each insert is atomic by itself;
+/// one that fails does not keep the others out (the first error is returned).
+fn insert_envelopes(
+    c: &Connection,
+    run_id: &str,
+    policy_hash: &str,
+    pending: Vec<Envelope>,
+) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut st = c.prepare_cached(
+        "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut first_error = None;
+    for e in pending {
+        let written = st.execute(params![
+            run_id,
+            e.idx,
+            e.step_id,
+            policy_hash,
+            e.state_hash,
+            e.prev,
+            e.hash,
+            e.payload
+        ]);
+        if let Err(err) = written {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// One envelope row (besides the run's id and policy hash).
@@ -833,13 +1001,14 @@ impl Observer for Recorder {
         self.store.write_detached(
             move |c| {
                 let pending = {
-                    let mut chain = match chain.lock() {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
+                    let mut chain = lock(&chain);
                     chain.scheduled = false;
                     std::mem::take(&mut chain.pending)
                 };
+                // Taken by the run's begin job already (the run had ended by then).
+                if pending.is_empty() {
+                    return Ok(());
+                }
                 // After a failed write of this run (rare), make sure its row exists: when its
                 // `begin` failed, envelopes would refer to no run. They are dropped instead;
                 // the run ends with that error.
@@ -856,28 +1025,7 @@ impl Observer for Recorder {
                         return Ok(());
                     }
                 }
-                let mut st = c.prepare_cached(
-                    "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                // Each insert is atomic by itself; one that fails does not keep the others out.
-                let mut first_error = None;
-                for e in pending {
-                    let written = st.execute(params![
-                        &*run_id,
-                        e.idx,
-                        e.step_id,
-                        &*policy_hash,
-                        e.state_hash,
-                        e.prev,
-                        e.hash,
-                        e.payload
-                    ]);
-                    if let Err(err) = written {
-                        first_error.get_or_insert(err);
-                    }
-                }
-                first_error.map_or(Ok(()), |e| Err(e.into()))
+                insert_envelopes(c, &run_id, &policy_hash, pending)
             },
             self.error.clone(),
             true,
