@@ -97,6 +97,23 @@ fn count(c: &Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// Make the database refuse inserts into `table` (those `when` selects), as a failing disk
+/// would: a trigger that aborts the statement.
+fn refuse_inserts(dir: &Path, table: &str, when: &str) {
+    raw(dir)
+        .execute_batch(&format!(
+            "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} {when}
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        ))
+        .unwrap();
+}
+
+/// The run's error is the audit failure of a write `refuse_inserts` refused.
+fn assert_refused(err: &StoreError) {
+    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+}
+
 fn verify_one(store: &Store, run_id: &str) -> Option<Break> {
     let v = block(store.verify(Some(run_id))).unwrap();
     assert_eq!(v.len(), 1);
@@ -1111,17 +1128,11 @@ fn every_conformance_runs_stored_trace_reads_back_as_it_ran() {
 fn a_run_whose_row_could_not_be_written_leaves_no_envelopes() {
     let dir = tempdir("begin-failed");
     let store = open(&dir);
-    raw(&dir)
-        .execute_batch(
-            "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-        .unwrap();
+    refuse_inserts(&dir, "runs", "");
     let (program, context, mocks) = refund();
     let (prog, _mocks, rt) = mocked(&program, mocks);
     let err = block(store.run(&rt, &prog, request(&program, context, None))).unwrap_err();
-    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
-    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert_refused(&err);
     // No run row, so no envelope either: none refers to a missing run.
     let c = raw(&dir);
     assert_eq!(count(&c, "SELECT count(*) FROM runs"), 0);
@@ -1133,16 +1144,11 @@ fn a_run_whose_row_could_not_be_written_leaves_no_envelopes() {
 fn a_run_whose_envelope_write_failed_keeps_its_whole_trace() {
     let dir = tempdir("envelope-failed");
     let store = open(&dir);
-    raw(&dir)
-        .execute_batch(
-            "CREATE TRIGGER refuse_second BEFORE INSERT ON envelopes WHEN NEW.idx = 1
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-        .unwrap();
+    refuse_inserts(&dir, "envelopes", "WHEN NEW.idx = 1");
     let (program, context, mocks) = refund();
     let (prog, _mocks, rt) = mocked(&program, mocks);
     let err = block(store.run(&rt, &prog, request(&program, context, None))).unwrap_err();
-    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
+    assert_refused(&err);
     let run = block(store.list_runs(1)).unwrap().pop().unwrap();
     assert_eq!(run.envelopes, 4);
     // Three envelopes are stored (the one after the refused one too); the trace has all four
@@ -1304,16 +1310,10 @@ fn a_run_whose_begin_job_ran_first_is_finished_by_an_update() {
 fn a_run_that_ended_first_and_lost_an_envelope_keeps_its_whole_trace() {
     let dir = tempdir("ended-first-envelope-failed");
     let store = open(&dir);
-    raw(&dir)
-        .execute_batch(
-            "CREATE TRIGGER refuse_second BEFORE INSERT ON envelopes WHEN NEW.idx = 1
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-        .unwrap();
+    refuse_inserts(&dir, "envelopes", "WHEN NEW.idx = 1");
     let (program, mocks) = two_tools();
     let err = run_ended_before_its_begin(&dir, &store, &program, mocks, 2).unwrap_err();
-    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
-    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert_refused(&err);
     let c = raw(&dir);
     assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 1);
     // The trace the finish job wrote instead of the skeleton keeps both step records.
@@ -1331,16 +1331,10 @@ fn a_run_that_ended_first_and_lost_an_envelope_keeps_its_whole_trace() {
 fn a_run_that_ended_first_and_whose_row_was_refused_leaves_nothing() {
     let dir = tempdir("ended-first-begin-failed");
     let store = open(&dir);
-    raw(&dir)
-        .execute_batch(
-            "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
-        )
-        .unwrap();
+    refuse_inserts(&dir, "runs", "");
     let (program, mocks) = two_tools();
     let err = run_ended_before_its_begin(&dir, &store, &program, mocks, 2).unwrap_err();
-    assert!(matches!(err, StoreError::Audit { .. }), "{err}");
-    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert_refused(&err);
     let c = raw(&dir);
     assert_eq!(count(&c, "SELECT count(*) FROM runs"), 0);
     assert_eq!(count(&c, "SELECT count(*) FROM envelopes"), 0);
