@@ -142,13 +142,24 @@ fn input(src: &str, tokens: &[(Tok<'_>, Span)]) -> In {
 
 /// Parse a lexed, limit-checked token stream. `src` is the condition text.
 pub fn parse(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagnostic>) {
+    // Fastest path: most conditions are valid, and a valid one needs none of chumsky's
+    // machinery (its combinator dispatch was more than half of a compile).
+    if let Some(expr) = Valid::parse(src, tokens) {
+        return (Some(expr), Vec::new());
+    }
+    parse_with_chumsky(src, tokens)
+}
+
+/// [`parse`] without the recursive-descent path: chumsky, fast then with rich errors.
+fn parse_with_chumsky(src: &str, tokens: &[(Tok<'_>, Span)]) -> (Option<Expr>, Vec<Diagnostic>) {
     let mut state = State {
         src: src.to_owned(),
         diags: Vec::new(),
     };
 
-    // Fast path: the same grammar with an error type that records nothing. Most conditions
-    // are valid, and chumsky's bookkeeping of expected tokens dominates a valid parse.
+    // Fast path: the same grammar with an error type that records nothing (what `Valid` does
+    // not take but is still a tree without diagnostics: an operand the lexer already reported).
+    // chumsky's bookkeeping of expected tokens dominates a valid parse.
     let fast = FAST.with(|p| {
         let out = p.parse_with_state(input(src, tokens), &mut state);
         match (out.has_errors(), state.diags.is_empty()) {
@@ -419,6 +430,148 @@ where
     .then_ignore(end())
 }
 
+/// A recursive-descent parser of valid conditions: the grammar of [`parser`] without its error
+/// productions and recovery. It gives up (`None`) at the first token that is not part of a
+/// valid condition, and [`parse`] hands the condition to chumsky, which reports it. When it
+/// returns a tree, that tree is the one chumsky builds, spans included (a property test in
+/// this module holds the two together).
+struct Valid<'t, 's> {
+    src: &'s str,
+    tokens: &'t [(Tok<'s>, Span)],
+    pos: usize,
+    depth: usize,
+}
+
+impl<'t, 's> Valid<'t, 's> {
+    /// Deeper than the lexer's nesting limit lets through: give up rather than recurse.
+    const MAX_DEPTH: usize = 256;
+
+    fn parse(src: &'s str, tokens: &'t [(Tok<'s>, Span)]) -> Option<Expr> {
+        let mut p = Valid {
+            src,
+            tokens,
+            pos: 0,
+            depth: 0,
+        };
+        let expr = p.logic()?;
+        (p.pos == tokens.len()).then_some(expr)
+    }
+
+    fn peek(&self) -> Option<Tok<'s>> {
+        self.tokens.get(self.pos).map(|&(t, _)| t)
+    }
+
+    fn next(&mut self) -> Option<(Tok<'s>, Span)> {
+        let t = self.tokens.get(self.pos).copied();
+        self.pos += 1;
+        t
+    }
+
+    fn text(&self, span: Span) -> &'s str {
+        self.src.get(span.range()).unwrap_or_default()
+    }
+
+    /// `unary { ("and" | "or") unary }`, folded left; `and` and `or` mixed is an error.
+    fn logic(&mut self) -> Option<Expr> {
+        let mut expr = self.unary()?;
+        let mut chain = None;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::And) => LogicOp::And,
+                Some(Tok::Or) => LogicOp::Or,
+                _ => return Some(expr),
+            };
+            if *chain.get_or_insert(op) != op {
+                return None;
+            }
+            self.pos += 1;
+            let rhs = self.unary()?;
+            let span = expr.span.to(rhs.span);
+            expr = Expr::new(ExprKind::Logic(op, Box::new(expr), Box::new(rhs)), span);
+        }
+    }
+
+    /// `{ "not" } comparison`: each `not` spans from itself to the end of what it negates.
+    fn unary(&mut self) -> Option<Expr> {
+        let first = self.pos;
+        while matches!(self.peek(), Some(Tok::Not)) {
+            self.pos += 1;
+        }
+        let nots = self.tokens.get(first..self.pos)?;
+        let mut expr = self.comparison()?;
+        for &(_, not_span) in nots.iter().rev() {
+            let span = not_span.to(expr.span);
+            expr = Expr::new(ExprKind::Not(Box::new(expr)), span);
+        }
+        Some(expr)
+    }
+
+    /// `operand [ cmp_op operand ]` (a second operator is left for the caller to refuse).
+    fn comparison(&mut self) -> Option<Expr> {
+        let lhs = self.operand()?;
+        let op = match self.peek() {
+            Some(Tok::Eq) => CmpOp::Eq,
+            Some(Tok::Ne) => CmpOp::Ne,
+            Some(Tok::Le) => CmpOp::Le,
+            Some(Tok::Ge) => CmpOp::Ge,
+            Some(Tok::Lt) => CmpOp::Lt,
+            Some(Tok::Gt) => CmpOp::Gt,
+            Some(Tok::In) => CmpOp::In,
+            Some(Tok::Contains) => CmpOp::Contains,
+            Some(Tok::Not) => {
+                self.pos += 1;
+                if !matches!(self.peek(), Some(Tok::In)) {
+                    return None;
+                }
+                CmpOp::NotIn
+            }
+            _ => return Some(lhs),
+        };
+        self.pos += 1;
+        let rhs = self.operand()?;
+        let span = lhs.span.to(rhs.span);
+        Some(Expr::new(
+            ExprKind::Cmp(op, Box::new(lhs), Box::new(rhs)),
+            span,
+        ))
+    }
+
+    /// A literal, a `$path` (not called) or a parenthesised condition.
+    fn operand(&mut self) -> Option<Expr> {
+        let (tok, span) = self.next()?;
+        let text = self.text(span);
+        let lit = match tok {
+            Tok::Int(_) => Lit::Int(text.parse().unwrap_or_default()),
+            Tok::Float(_) => Lit::Float(text.parse().unwrap_or_default()),
+            Tok::Str(_) => Lit::Str(unescape(text)),
+            Tok::True => Lit::Bool(true),
+            Tok::False => Lit::Bool(false),
+            Tok::None => Lit::Null,
+            Tok::Var(_) => {
+                if matches!(self.peek(), Some(Tok::LParen)) {
+                    return None;
+                }
+                let path = Path::parse(text.get(1..).unwrap_or_default());
+                return Some(Expr::new(ExprKind::Var(path), span));
+            }
+            Tok::LParen => {
+                if self.depth >= Self::MAX_DEPTH {
+                    return None;
+                }
+                self.depth += 1;
+                let inner = self.logic()?;
+                self.depth -= 1;
+                let (Tok::RParen, close) = self.next()? else {
+                    return None;
+                };
+                return Some(Expr::new(inner.kind, span.to(close)));
+            }
+            _ => return None,
+        };
+        Some(Expr::new(ExprKind::Lit(lit), span))
+    }
+}
+
 /// An `and`/`or` chain folded left to right, remembering what the mixing check needs.
 struct Chain {
     expr: Expr,
@@ -581,6 +734,7 @@ mod tests {
     use super::*;
     use crate::expr::Limits;
     use crate::expr::lexer::lex;
+    use proptest::prelude::*;
 
     fn p(src: &str) -> (Option<Expr>, Vec<Diagnostic>) {
         let lexed = lex(src, &Limits::default());
@@ -631,6 +785,130 @@ mod tests {
             for x in &d {
                 eprintln!("   {} {:?} {} {:?}", x.code, x.span, x.message, x.label);
             }
+        }
+    }
+
+    /// Every tree the recursive-descent parser returns is chumsky's, spans included, with no
+    /// diagnostics.
+    fn agrees(src: &str) -> Option<Expr> {
+        let lexed = lex(src, &Limits::default());
+        if lexed.limit_exceeded || lexed.tokens.is_empty() {
+            return None;
+        }
+        let valid = Valid::parse(src, &lexed.tokens);
+        if let Some(v) = &valid {
+            let (c, d) = parse_with_chumsky(src, &lexed.tokens);
+            assert!(d.is_empty(), "{src}: chumsky reports {d:#?}");
+            assert_eq!(Some(v), c.as_ref(), "{src}");
+        }
+        valid
+    }
+
+    fn operand() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "$a",
+                "$b.c",
+                "$s.output.x",
+                "1",
+                "-2",
+                "0.5",
+                "-0.25",
+                "'x'",
+                "''",
+                "'a\\'b'",
+                "\"d\"",
+                "True",
+                "False",
+                "None",
+                "true",
+                "null",
+            ])
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    /// Well-formed conditions, printed with the parentheses the grammar needs.
+    fn condition() -> impl Strategy<Value = String> {
+        let ops = prop::sample::select(vec![
+            "==", "!=", "<", "<=", ">", ">=", "in", "not in", "not   in", "contains",
+        ]);
+        let leaf = prop_oneof![
+            operand(),
+            (operand(), ops, operand()).prop_map(|(a, o, b)| format!("{a} {o} {b}")),
+        ];
+        leaf.prop_recursive(6, 48, 4, |inner| {
+            let logic = prop::sample::select(vec!["and", "or"]);
+            prop_oneof![
+                (inner.clone(), logic.clone(), inner.clone())
+                    .prop_map(|(a, o, b)| format!("({a}) {o} ({b})")),
+                (prop::collection::vec(inner.clone(), 2..5), logic)
+                    .prop_map(|(xs, o)| format!("({})", xs.join(&format!(") {o} (")))),
+                inner.clone().prop_map(|a| format!("not ({a})")),
+                inner.clone().prop_map(|a| format!("not not ({a})")),
+                (inner.clone(), inner).prop_map(|(a, b)| format!("(({a})) == ({b})")),
+            ]
+        })
+    }
+
+    /// Token soup: mostly invalid, sometimes valid by chance.
+    fn soup() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            operand(),
+            prop::sample::select(vec![
+                "==", "!=", "<", "<=", ">", ">=", "in", "not", "contains", "and", "or", "(", ")",
+                ",", "foo", "len", "(", ")", "$x(", "=", "1.", "'open",
+            ])
+            .prop_map(str::to_owned),
+        ];
+        (prop::collection::vec(token, 1..14), prop::bool::ANY)
+            .prop_map(|(ts, tight)| ts.join(if tight { "" } else { " " }))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn recursive_descent_takes_every_well_formed_condition(src in condition()) {
+            prop_assert!(agrees(&src).is_some(), "{} was left to chumsky", src);
+        }
+
+        #[test]
+        fn recursive_descent_agrees_with_chumsky_on_any_tokens(src in soup()) {
+            agrees(&src);
+        }
+    }
+
+    #[test]
+    fn recursive_descent_leaves_errors_to_chumsky() {
+        for src in [
+            "$a or $b and $c",
+            "1 < $x < 10",
+            "$x.lower() == 'a'",
+            "len($x) > 0",
+            "$status == approved",
+            "$a $b",
+            "$a and",
+            "$a not $b",
+            "()",
+            "$a == 1,",
+        ] {
+            let lexed = lex(src, &Limits::default());
+            assert!(Valid::parse(src, &lexed.tokens).is_none(), "{src}");
+            assert!(!p(src).1.is_empty(), "{src}");
+        }
+        // The lexer reports an unbalanced parenthesis and repairs it; both parsers take the rest.
+        for src in ["($a", "$a)"] {
+            assert!(agrees(src).is_some(), "{src}");
+            assert!(!p(src).1.is_empty(), "{src}");
+        }
+        for src in [
+            "$a == 1",
+            "not not ($a or $b)",
+            "($a) == (1)",
+            "$r not in 'x'",
+        ] {
+            assert!(agrees(src).is_some(), "{src}");
         }
     }
 
