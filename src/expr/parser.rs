@@ -202,28 +202,14 @@ where
             .delimited_by(just(Tok::LParen), just(Tok::RParen))
             .map_with(|(), e| -> Span { e.span() });
 
-        let literal = select! {
-            Tok::Int(_) => 0u8,
-            Tok::Float(_) => 1,
-            Tok::Str(_) => 2,
-            Tok::True => 3,
-            Tok::False => 4,
-            Tok::None => 5,
-        }
-        .map_with(|kind, e| {
-            let span = e.span();
-            let state: &mut State = e.state();
-            let text = state.text(span);
-            let lit = match kind {
-                0 => Lit::Int(text.parse().unwrap_or_default()),
-                1 => Lit::Float(text.parse().unwrap_or_default()),
-                2 => Lit::Str(unescape(text)),
-                3 => Lit::Bool(true),
-                4 => Lit::Bool(false),
-                _ => Lit::Null,
-            };
-            Expr::new(ExprKind::Lit(lit), span)
-        });
+        let literal = any()
+            .filter(|t: &PTok| literal(*t, "").is_some())
+            .map_with(|t, e| {
+                let span = e.span();
+                let state: &mut State = e.state();
+                let lit = literal(t, state.text(span)).unwrap_or(Lit::Null);
+                Expr::new(ExprKind::Lit(lit), span)
+            });
 
         let var = select! { Tok::Var(_) => () }
             .map_with(|(), e| -> Span { e.span() })
@@ -430,6 +416,20 @@ where
     .then_ignore(end())
 }
 
+/// The literal a token is (`text`: the token's source text), or `None` for a token that is
+/// not a literal. Both parsers decode literals here.
+fn literal(tok: Tok<'_>, text: &str) -> Option<Lit> {
+    Some(match tok {
+        Tok::Int(_) => Lit::Int(text.parse().unwrap_or_default()),
+        Tok::Float(_) => Lit::Float(text.parse().unwrap_or_default()),
+        Tok::Str(_) => Lit::Str(unescape(text)),
+        Tok::True => Lit::Bool(true),
+        Tok::False => Lit::Bool(false),
+        Tok::None => Lit::Null,
+        _ => return None,
+    })
+}
+
 /// A recursive-descent parser of valid conditions: the grammar of [`parser`] without its error
 /// productions and recovery. It gives up (`None`) at the first token that is not part of a
 /// valid condition, and [`parse`] hands the condition to chumsky, which reports it. When it
@@ -540,19 +540,16 @@ impl<'t, 's> Valid<'t, 's> {
     fn operand(&mut self) -> Option<Expr> {
         let (tok, span) = self.next()?;
         let text = self.text(span);
-        let lit = match tok {
-            Tok::Int(_) => Lit::Int(text.parse().unwrap_or_default()),
-            Tok::Float(_) => Lit::Float(text.parse().unwrap_or_default()),
-            Tok::Str(_) => Lit::Str(unescape(text)),
-            Tok::True => Lit::Bool(true),
-            Tok::False => Lit::Bool(false),
-            Tok::None => Lit::Null,
+        if let Some(lit) = literal(tok, text) {
+            return Some(Expr::new(ExprKind::Lit(lit), span));
+        }
+        match tok {
             Tok::Var(_) => {
                 if matches!(self.peek(), Some(Tok::LParen)) {
                     return None;
                 }
                 let path = Path::parse(text.get(1..).unwrap_or_default());
-                return Some(Expr::new(ExprKind::Var(path), span));
+                Some(Expr::new(ExprKind::Var(path), span))
             }
             Tok::LParen => {
                 if self.depth >= Self::MAX_DEPTH {
@@ -564,11 +561,10 @@ impl<'t, 's> Valid<'t, 's> {
                 let (Tok::RParen, close) = self.next()? else {
                     return None;
                 };
-                return Some(Expr::new(inner.kind, span.to(close)));
+                Some(Expr::new(inner.kind, span.to(close)))
             }
-            _ => return None,
-        };
-        Some(Expr::new(ExprKind::Lit(lit), span))
+            _ => None,
+        }
     }
 }
 
