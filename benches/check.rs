@@ -3,6 +3,10 @@
 //! and a failure exit, N + 4 steps in all. One op is [`check_source`] on the program's JSON
 //! text: strict spanned parse, decode, graph, references, conditions compiled (the reference's
 //! `Program.model_validate` + `ProgramValidator.validate` starts from an already parsed dict).
+//!
+//! `check/json_skim/N` and `check/json_value/N` are floors, not nanovm: serde_json reading the
+//! same text without keeping anything (`IgnoredAny`), and into a `serde_json::Value`. No
+//! checker that starts from the text can take less than the first.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -64,6 +68,14 @@ fn bench(c: &mut Criterion) {
         }
         g.bench_with_input(BenchmarkId::new("validate", n), &text, |b, t| {
             b.iter(|| black_box(check_source(black_box(t), &opts)))
+        });
+        g.bench_with_input(BenchmarkId::new("json_skim", n), &text, |b, t| {
+            b.iter(|| {
+                serde_json::from_str::<serde::de::IgnoredAny>(black_box(t)).unwrap();
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("json_value", n), &text, |b, t| {
+            b.iter(|| black_box(serde_json::from_str::<Value>(black_box(t)).unwrap()))
         });
     }
     g.finish();

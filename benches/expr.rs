@@ -9,6 +9,9 @@
 //! * `expr/interp_all5`: the AST interpreter, for reference.
 //! * `expr/parse_eval_all5`: `analyze` + `eval` per op (compare with the reference's
 //!   `expr_eval`, which parses on every call).
+//! * `expr/native_all5`, `expr/native_resolved_all5`: the five conditions written by hand in
+//!   Rust over the same context (names looked up in the loop, or beforehand). Not nanovm: a
+//!   floor for what any evaluator of these conditions can cost on this machine.
 //!
 //! `*_all5` variants time one batch of all five expressions (round robin) per iteration and
 //! report throughput as 5 elements, so criterion's `elem/s` is directly ops/s and
@@ -195,6 +198,81 @@ fn bench_eval(c: &mut Criterion) {
     g.finish();
 }
 
+/// The five conditions as Rust, names looked up in the context like `Condition::eval` does
+/// (a step output first, then data). Python's rules where they matter: `==` on a string is
+/// string equality, `in` on a list is membership.
+fn native(ctx: &Context) -> [bool; 5] {
+    use serde_json::Value;
+    let root = |name: &str| ctx.step_outputs.get(name).or_else(|| ctx.data.get(name));
+    let int = |name: &str| root(name).and_then(Value::as_i64);
+    let text = |name: &str| root(name).and_then(Value::as_str);
+    [
+        text("classify") == Some("yes"),
+        int("amount").is_some_and(|a| a > 100) && text("tier") == Some("gold"),
+        root("ticket")
+            .and_then(|t| t.get("tags"))
+            .and_then(Value::as_array)
+            .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some("urgent"))),
+        !root("flag").and_then(Value::as_bool).unwrap_or(false),
+        (int("a").is_some_and(|a| a >= 10) || text("b") != Some("x"))
+            && int("c").is_some_and(|c| c < 3),
+    ]
+}
+
+/// The values the five conditions read, looked up once.
+struct Resolved<'a> {
+    classify: &'a str,
+    amount: i64,
+    tier: &'a str,
+    tags: &'a [serde_json::Value],
+    flag: bool,
+    a: i64,
+    b: &'a str,
+    c: i64,
+}
+
+fn native_resolved(r: &Resolved<'_>) -> [bool; 5] {
+    [
+        r.classify == "yes",
+        r.amount > 100 && r.tier == "gold",
+        r.tags.iter().any(|t| t.as_str() == Some("urgent")),
+        !r.flag,
+        (r.a >= 10 || r.b != "x") && r.c < 3,
+    ]
+}
+
+fn bench_floor(c: &mut Criterion) {
+    let f = fixture();
+    assert_eq!(native(&f.ctx), EXPECTED);
+    let v = |name: &str| {
+        f.ctx
+            .step_outputs
+            .get(name)
+            .or_else(|| f.ctx.data.get(name))
+            .unwrap()
+    };
+    let r = Resolved {
+        classify: v("classify").as_str().unwrap(),
+        amount: v("amount").as_i64().unwrap(),
+        tier: v("tier").as_str().unwrap(),
+        tags: v("ticket")["tags"].as_array().unwrap(),
+        flag: v("flag").as_bool().unwrap(),
+        a: v("a").as_i64().unwrap(),
+        b: v("b").as_str().unwrap(),
+        c: v("c").as_i64().unwrap(),
+    };
+    assert_eq!(native_resolved(&r), EXPECTED);
+    let mut g = c.benchmark_group("expr");
+    g.throughput(Throughput::Elements(EXPRS.len() as u64));
+    g.bench_function("native_all5", |b| {
+        b.iter(|| black_box(native(black_box(&f.ctx))));
+    });
+    g.bench_function("native_resolved_all5", |b| {
+        b.iter(|| black_box(native_resolved(black_box(&r))));
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -204,6 +282,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_compile, bench_eval
+    targets = bench_compile, bench_eval, bench_floor
 }
 criterion_main!(benches);

@@ -3,6 +3,10 @@
 //! (a 30-step `inc` chain) and `run_parallel` (100 concurrent refund runs; one op = one
 //! program), all in memory with Rust-native tools, on a current-thread tokio runtime (the
 //! reference's asyncio has no real concurrency either), plus a multi-thread figure.
+//!
+//! `run/floor_*` are floors, not runs: the SHA-256 work every trace carries whatever the
+//! runtime does (the reference's Merkle root over the state snapshots, 4 for `run_refund` and 30
+//! for `run_30step`), and one SHA-256 block.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -112,7 +116,33 @@ fn bench_run(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_run);
+fn bench_floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("run");
+    g.throughput(Throughput::Elements(1));
+    for n in [4u64, 30] {
+        let snapshots: Vec<(u64, String)> = (0..n)
+            .map(|i| (i, nanovm::exec::canon::sha256_hex(&json!(i))))
+            .collect();
+        g.bench_function(format!("floor_merkle_{n}"), |b| {
+            b.iter(|| {
+                black_box(nanovm::exec::canon::merkle_root(
+                    black_box(&snapshots).iter().map(|(i, h)| (*i, h.as_str())),
+                ))
+            })
+        });
+    }
+    let block = [7u8; 55];
+    g.bench_function("floor_sha256_one_block", |b| {
+        b.iter(|| {
+            black_box(<sha2::Sha256 as sha2::Digest>::digest(black_box(
+                &block[..],
+            )))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_run, bench_floor);
 
 /// `NANOVM_RUN_ONCE=refund:N` (or `30step:N`) runs the scenario N times and nothing else, for
 /// callgrind (instructions per run: the difference between two N divided by their difference);

@@ -1,5 +1,7 @@
 //! Store benchmarks: `run_refund` persisted (the runtime's `run_refund` scenario with every
-//! envelope, the run row and the trace written to a WAL file), one at a time and 64 in flight;
+//! envelope, the run row and the trace written to a WAL file), one at a time and with 64 and
+//! 256 runs in flight (a sliding window: a run starts as soon as another ends, so the count in
+//! flight never drops between batches);
 //! `get_trace` (read and parse a stored trace, on a blocking thread from async code, and on the
 //! calling thread); `audit_verify` (envelopes checked per second).
 //! Compare with the reference's `mcp_run_program` and `store_get_trace`
@@ -81,19 +83,18 @@ fn bench_store(c: &mut Criterion) {
         })
     });
 
-    const WIDTH: u64 = 64;
-    g.throughput(Throughput::Elements(WIDTH));
-    let batch =
-        || futures_util::future::join_all((0..WIDTH).map(|_| store.run(&rt, &refund, req.clone())));
-    g.bench_function("run_refund_persisted_64_in_flight", |b| {
-        b.iter(|| {
-            for r in tokio.block_on(batch()) {
-                black_box(r.unwrap());
-            }
-        })
-    });
+    // One element per run: criterion's time is per run, its throughput runs per second.
+    for width in [64, 256] {
+        g.bench_function(format!("run_refund_persisted_{width}_in_flight"), |b| {
+            b.iter_custom(|iters| {
+                let start = std::time::Instant::now();
+                let n = usize::try_from(iters).unwrap();
+                tokio.block_on(in_flight(&store, &refund, &rt, &req, n, width));
+                start.elapsed()
+            })
+        });
+    }
 
-    g.throughput(Throughput::Elements(1));
     let ids: Vec<String> = (0..100)
         .map(|_| {
             tokio
@@ -142,6 +143,31 @@ fn bench_store(c: &mut Criterion) {
 
 criterion_group!(benches, bench_store);
 
+/// Run `n` persisted runs with `width` of them in flight at all times (until the last ones).
+async fn in_flight(
+    store: &Store,
+    refund: &Runnable,
+    rt: &Runtime,
+    req: &RunRequest,
+    n: usize,
+    width: usize,
+) {
+    use futures_util::StreamExt;
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut started = 0;
+    while started < n.min(width) {
+        running.push(store.run(rt, refund, req.clone()));
+        started += 1;
+    }
+    while let Some(r) = running.next().await {
+        black_box(r.unwrap());
+        if started < n {
+            running.push(store.run(rt, refund, req.clone()));
+            started += 1;
+        }
+    }
+}
+
 /// CPU time each thread of this process has used, by thread name (`/proc/self/task/*/schedstat`,
 /// nanoseconds on a CPU).
 fn thread_cpu() -> std::collections::BTreeMap<String, u64> {
@@ -162,8 +188,8 @@ fn thread_cpu() -> std::collections::BTreeMap<String, u64> {
 }
 
 /// `NANOVM_STORE_LOAD=N cargo bench --bench store`: N persisted `run_refund` runs, 64 in
-/// flight, on a fresh file; prints wall time and each thread's CPU time per run (to see which
-/// thread bounds the throughput). Criterion otherwise.
+/// flight (`NANOVM_STORE_WIDTH` to change), on a fresh file; prints wall time and each
+/// thread's CPU time per run (to see which thread bounds the throughput). Criterion otherwise.
 fn load_mode(n: usize) {
     let Refund {
         refund,
@@ -172,25 +198,21 @@ fn load_mode(n: usize) {
         tokio,
     } = refund_setup();
     let store = fresh_store("load");
-    let batch =
-        || futures_util::future::join_all((0..64).map(|_| store.run(&rt, &refund, req.clone())));
+    let width = std::env::var("NANOVM_STORE_WIDTH")
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|w| *w > 0)
+        .unwrap_or(64);
     // Warm up: the file's first pages, the statement caches.
-    for r in tokio.block_on(batch()) {
-        r.unwrap();
-    }
+    tokio.block_on(in_flight(&store, &refund, &rt, &req, width, width));
     let before = thread_cpu();
     let start = std::time::Instant::now();
-    let batches = n.div_ceil(64);
-    for _ in 0..batches {
-        for r in tokio.block_on(batch()) {
-            black_box(r.unwrap());
-        }
-    }
+    tokio.block_on(in_flight(&store, &refund, &rt, &req, n, width));
     let wall = start.elapsed();
     let after = thread_cpu();
-    let runs = (batches * 64) as f64;
+    let runs = n as f64;
     println!(
-        "{runs} runs: {:.1} µs/run wall ({:.0} runs/s)",
+        "{n} runs, {width} in flight: {:.1} µs/run wall ({:.0} runs/s)",
         wall.as_secs_f64() * 1e6 / runs,
         runs / wall.as_secs_f64()
     );
