@@ -115,7 +115,9 @@ fn bench_mcp(c: &mut Criterion) {
     g.bench_function("run_program_roundtrip", |b| {
         b.iter(|| black_box(tokio.block_on(run(&client, &args))));
     });
-    // One element per call: criterion's time is per call, its throughput calls per second.
+    // One element per call: criterion's time is per call, its throughput calls per second. Ten
+    // samples, so that each has thousands of calls: the window is full for almost all of them.
+    g.sample_size(10);
     for width in [32usize, 128] {
         g.bench_function(format!("run_program_roundtrip_{width}_in_flight"), |b| {
             b.iter_custom(|iters| {

@@ -83,7 +83,9 @@ fn bench_store(c: &mut Criterion) {
         })
     });
 
-    // One element per run: criterion's time is per run, its throughput runs per second.
+    // One element per run: criterion's time is per run, its throughput runs per second. Ten
+    // samples, so that each has thousands of runs: the window is full for almost all of them.
+    g.sample_size(10);
     for width in [64, 256] {
         g.bench_function(format!("run_refund_persisted_{width}_in_flight"), |b| {
             b.iter_custom(|iters| {
@@ -94,6 +96,7 @@ fn bench_store(c: &mut Criterion) {
             })
         });
     }
+    g.sample_size(100);
 
     let ids: Vec<String> = (0..100)
         .map(|_| {
