@@ -3,6 +3,12 @@
 //! file): one call at a time, and 32 and 128 in flight on one connection (a sliding window:
 //! a call starts as soon as another returns).
 //!
+//! Beside them, the floor: the same calls (the same arguments, and the result `run_program`
+//! returned) to a server that answers every call with that stored result and does nothing
+//! else. What rmcp itself costs per call (framing, parsing and serialising both messages on
+//! both sides, its tasks and channels) is what the floor measures; `run_program`'s figure minus
+//! the floor's is what checking, running and persisting add.
+//!
 //! The program is the reference's `mcp_router` scenario made valid for nanovm's checker (the
 //! reference's version loops on itself and puts `is_terminal` on condition steps, both check
 //! errors): the same four conditions, then a mock tool step, five step records as in the
@@ -23,12 +29,14 @@ use nanovm::exec::setup::Adapters;
 use nanovm::exec::tools::Config;
 use nanovm::mcp::{NanovmServer, ServerOptions};
 use nanovm::store::{Store, StoreOptions};
-use rmcp::RoleClient;
-use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
-use rmcp::service::RunningService;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{RequestContext, RunningService};
+use rmcp::{ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value, json};
 use std::hint::black_box;
+use std::sync::Arc;
 
 const CONFIG: &str = "[tools.done]\nkind = \"mock\"\nvalue = \"approved\"\n";
 
@@ -40,7 +48,25 @@ fn server(tag: &str) -> NanovmServer {
     NanovmServer::new(store, adapters, ServerOptions::default())
 }
 
-async fn connect(server: NanovmServer) -> RunningService<RoleClient, ()> {
+/// The floor's server: every call is answered with the stored result.
+#[derive(Clone)]
+struct Canned(Arc<CallToolResult>);
+
+impl ServerHandler for Canned {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn call_tool(
+        &self,
+        _request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        Ok(CallToolResponse::Complete((*self.0).clone()))
+    }
+}
+
+async fn connect<S: ServerHandler>(server: S) -> RunningService<RoleClient, ()> {
     let (s, c) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
         if let Ok(running) = server.serve(s).await {
@@ -120,32 +146,52 @@ fn bench_mcp(c: &mut Criterion) {
     g.sample_size(10);
     for width in [32usize, 128] {
         g.bench_function(format!("run_program_roundtrip_{width}_in_flight"), |b| {
-            b.iter_custom(|iters| {
-                let n = usize::try_from(iters).unwrap();
-                let start = std::time::Instant::now();
-                tokio.block_on(async {
-                    use futures_util::StreamExt;
-                    let mut calls = futures_util::stream::FuturesUnordered::new();
-                    let mut started = 0;
-                    while started < n.min(width) {
-                        calls.push(run(&client, &args));
-                        started += 1;
-                    }
-                    while let Some(r) = calls.next().await {
-                        assert_ne!(r.is_error, Some(true));
-                        if started < n {
-                            calls.push(run(&client, &args));
-                            started += 1;
-                        }
-                    }
-                });
-                start.elapsed()
-            })
+            b.iter_custom(|iters| tokio.block_on(in_flight(&client, &args, iters, width)))
         });
     }
+    // The floor, on its own connection: the same request and response, nothing else.
+    let canned = tokio.block_on(connect(Canned(Arc::new(first))));
+    g.sample_size(100);
+    g.bench_function("floor_canned_roundtrip", |b| {
+        b.iter(|| black_box(tokio.block_on(run(&canned, &args))));
+    });
+    g.sample_size(10);
+    for width in [32usize, 128] {
+        g.bench_function(format!("floor_canned_roundtrip_{width}_in_flight"), |b| {
+            b.iter_custom(|iters| tokio.block_on(in_flight(&canned, &args, iters, width)))
+        });
+    }
+    tokio.block_on(async { canned.cancel().await.unwrap() });
     g.finish();
     tokio.block_on(async { client.cancel().await.unwrap() });
     remove_bench_dirs();
+}
+
+/// `n` `run_program` calls with `width` of them in flight at all times (until the last ones);
+/// the time they took.
+async fn in_flight(
+    client: &RunningService<RoleClient, ()>,
+    args: &Map<String, Value>,
+    n: u64,
+    width: usize,
+) -> std::time::Duration {
+    use futures_util::StreamExt;
+    let n = usize::try_from(n).unwrap();
+    let start = std::time::Instant::now();
+    let mut calls = futures_util::stream::FuturesUnordered::new();
+    let mut started = 0;
+    while started < n.min(width) {
+        calls.push(run(client, args));
+        started += 1;
+    }
+    while let Some(r) = calls.next().await {
+        assert_ne!(r.is_error, Some(true));
+        if started < n {
+            calls.push(run(client, args));
+            started += 1;
+        }
+    }
+    start.elapsed()
 }
 
 criterion_group!(benches, bench_mcp);

@@ -339,6 +339,31 @@ fn the_database_is_in_wal_mode() {
     assert_eq!(v, SCHEMA_VERSION);
 }
 
+#[test]
+fn a_new_file_has_8_kib_pages_and_an_existing_file_keeps_its_own() {
+    let page_size = |c: &Connection| count(c, "PRAGMA page_size");
+    let dir = tempdir("pages-new");
+    let store = open(&dir);
+    run_refund(&store);
+    drop(store);
+    assert_eq!(page_size(&raw(&dir)), nanovm::store::PAGE_SIZE);
+    assert_eq!(nanovm::store::PAGE_SIZE, 8192);
+
+    // A file made with SQLite's default pages (as nanovm made them before): it upgrades,
+    // stores runs, verifies and keeps 4 KiB pages.
+    let dir = tempdir("pages-old");
+    let c = raw(&dir);
+    c.execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (a); DROP TABLE t;")
+        .unwrap();
+    drop(c);
+    nanovm::store::create_at_schema_version(dir.join("nanovm.db"), 1).unwrap();
+    let store = open(&dir);
+    let p = run_refund(&store);
+    assert_eq!(verify_one(&store, &p.run_id), None);
+    drop(store);
+    assert_eq!(page_size(&raw(&dir)), 4096);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Idempotency
 // ---------------------------------------------------------------------------------------------

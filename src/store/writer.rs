@@ -33,8 +33,8 @@ pub(super) type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// kept the transaction from opening.
 pub(super) type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Done + Send>;
 
-/// When the WAL is checkpointed, in pages (4 KiB each by default).
-#[derive(Debug, Clone, Copy)]
+/// When the WAL is checkpointed, in pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct WalLimits {
     /// A checkpoint starts on the checkpointer's thread.
     checkpoint: i32,
@@ -45,11 +45,22 @@ struct WalLimits {
 }
 
 impl WalLimits {
-    /// SQLite's default for its automatic checkpoint (1000 pages), and ten times that.
-    const DEFAULT: Self = Self {
-        checkpoint: 1000,
-        limit: 10_000,
-    };
+    /// The WAL's size at which a checkpoint starts: SQLite's default for its automatic
+    /// checkpoint (1,000 pages of 4 KiB, about 4 MB).
+    const CHECKPOINT_BYTES: i64 = 1000 * 4096;
+    /// The WAL's size at which the writer checkpoints itself: ten times that.
+    const LIMIT_BYTES: i64 = 10 * Self::CHECKPOINT_BYTES;
+
+    /// The limits for a file of `page_size`-byte pages: the same sizes in bytes whatever the
+    /// page size (a file keeps the page size it was made with).
+    fn for_page_size(page_size: i64) -> Self {
+        let pages =
+            |bytes: i64| i32::try_from(bytes / page_size.clamp(512, 65_536)).unwrap_or(i32::MAX);
+        Self {
+            checkpoint: pages(Self::CHECKPOINT_BYTES),
+            limit: pages(Self::LIMIT_BYTES),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -62,7 +73,8 @@ impl Writer {
     /// Start the writer on `conn` and its checkpointer on `checkpoints` (a second read-write
     /// connection to the same file).
     pub fn start(conn: Connection, checkpoints: Connection) -> Result<Self, StoreError> {
-        Self::start_with(conn, checkpoints, WalLimits::DEFAULT)
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Self::start_with(conn, checkpoints, WalLimits::for_page_size(page_size))
     }
 
     fn start_with(
@@ -354,6 +366,28 @@ mod tests {
     }
 
     const PAGE: u64 = 4096;
+
+    #[test]
+    fn the_wal_limits_are_the_same_bytes_whatever_the_page_size() {
+        let four = WalLimits::for_page_size(4096);
+        assert_eq!(
+            four,
+            WalLimits {
+                checkpoint: 1000,
+                limit: 10_000
+            }
+        );
+        let eight = WalLimits::for_page_size(8192);
+        assert_eq!(
+            eight,
+            WalLimits {
+                checkpoint: 500,
+                limit: 5_000
+            }
+        );
+        // A page size SQLite would not report still gives usable limits.
+        assert!(WalLimits::for_page_size(0).checkpoint > 0);
+    }
 
     #[test]
     fn the_checkpointer_copies_the_wal_into_the_file_while_the_writer_runs() {
