@@ -136,30 +136,29 @@ fn bench_mcp(c: &mut Criterion) {
     assert_eq!(out["steps"], 5);
     assert_eq!(out["final_output"], "approved");
 
+    // The floor, on its own connection: the same request and response, nothing else.
+    let canned = tokio.block_on(connect(Canned(Arc::new(first))));
+    let servers = [
+        ("run_program_roundtrip", &client),
+        ("floor_canned_roundtrip", &canned),
+    ];
+
     let mut g = c.benchmark_group("mcp");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("run_program_roundtrip", |b| {
-        b.iter(|| black_box(tokio.block_on(run(&client, &args))));
-    });
+    for (name, server) in servers {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(tokio.block_on(run(server, &args))));
+        });
+    }
     // One element per call: criterion's time is per call, its throughput calls per second. Ten
     // samples, so that each has thousands of calls: the window is full for almost all of them.
     g.sample_size(10);
-    for width in [32usize, 128] {
-        g.bench_function(format!("run_program_roundtrip_{width}_in_flight"), |b| {
-            b.iter_custom(|iters| tokio.block_on(in_flight(&client, &args, iters, width)))
-        });
-    }
-    // The floor, on its own connection: the same request and response, nothing else.
-    let canned = tokio.block_on(connect(Canned(Arc::new(first))));
-    g.sample_size(100);
-    g.bench_function("floor_canned_roundtrip", |b| {
-        b.iter(|| black_box(tokio.block_on(run(&canned, &args))));
-    });
-    g.sample_size(10);
-    for width in [32usize, 128] {
-        g.bench_function(format!("floor_canned_roundtrip_{width}_in_flight"), |b| {
-            b.iter_custom(|iters| tokio.block_on(in_flight(&canned, &args, iters, width)))
-        });
+    for (name, server) in servers {
+        for width in [32usize, 128] {
+            g.bench_function(format!("{name}_{width}_in_flight"), |b| {
+                b.iter_custom(|iters| tokio.block_on(in_flight(server, &args, iters, width)))
+            });
+        }
     }
     tokio.block_on(async { canned.cancel().await.unwrap() });
     g.finish();

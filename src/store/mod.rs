@@ -688,11 +688,11 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
             StoreError::NotNanovm(_) => StoreError::NotNanovm(path.display().to_string()),
             other => other,
         })?;
-        // Switching a new file to WAL needs an exclusive lock, and SQLite does not always wait
-        // for it (another process may be opening the same new file): retry within the timeout.
         // A new file's pages (an existing file keeps its own): see [`PAGE_SIZE`].
         conn.pragma_update(None, "page_size", PAGE_SIZE)
             .map_err(open_err)?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite does not always wait
+        // for it (another process may be opening the same new file): retry within the timeout.
         let start = std::time::Instant::now();
         let mode: String = loop {
             match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
