@@ -2,8 +2,9 @@
 //! envelope, the run row and the trace written to a WAL file), one at a time and with 64 and
 //! 256 runs in flight (a sliding window: a run starts as soon as another ends, so the count in
 //! flight never drops between batches);
-//! `get_trace` (read and parse a stored trace, on a blocking thread from async code, and on the
-//! calling thread); `audit_verify` (envelopes checked per second).
+//! the floor: the same rows written by SQLite alone (see [`RowsFloor`]); `get_trace` (read and
+//! parse a stored trace, on a blocking thread from async code, and on the calling thread);
+//! `audit_verify` (envelopes checked per second).
 //! Compare with the reference's `mcp_run_program` and `store_get_trace`
 //! (`../shared/bench/bench_ref.py --only mcp_run_program,store_get_trace`).
 #![allow(
@@ -96,6 +97,11 @@ fn bench_store(c: &mut Criterion) {
             })
         });
     }
+    // The floor: the same rows, and SQLite alone.
+    let mut floor = rows_floor(&rt, &refund, &req, &tokio);
+    g.bench_function("floor_sqlite_rows_64_per_commit", |b| {
+        b.iter_custom(|iters| floor.insert(iters))
+    });
     g.sample_size(100);
 
     let ids: Vec<String> = (0..100)
@@ -168,6 +174,103 @@ async fn in_flight(
             running.push(store.run(rt, refund, req.clone()));
             started += 1;
         }
+    }
+}
+
+/// The floor of a persisted run: what SQLite alone costs for the rows a persisted `run_refund`
+/// writes (its run row with the trace, its four envelopes; copied from a real run, each run
+/// under a fresh id), inserted on one connection with the store's settings (WAL, `synchronous
+/// = NORMAL`, 8 KiB pages, the same schema and statements), 64 runs per transaction, SQLite's
+/// own checkpoints inside its commits. No runtime, hashing, canonical JSON, threads or channels.
+struct RowsFloor {
+    conn: rusqlite::Connection,
+    insert_run: String,
+    run: Vec<rusqlite::types::Value>,
+    envelopes: Vec<Vec<rusqlite::types::Value>>,
+}
+
+fn rows_floor(
+    rt: &Runtime,
+    refund: &Runnable,
+    req: &RunRequest,
+    tokio: &tokio::runtime::Runtime,
+) -> RowsFloor {
+    let path = bench_dir("floor").join("bench.db");
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    let run_id = tokio
+        .block_on(store.run(rt, refund, req.clone()))
+        .unwrap()
+        .run_id;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384;
+         PRAGMA foreign_keys = OFF;",
+    )
+    .unwrap();
+    let rows = |sql: &str| -> (Vec<String>, Vec<Vec<rusqlite::types::Value>>) {
+        let mut st = conn.prepare(sql).unwrap();
+        let names = st
+            .column_names()
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect::<Vec<_>>();
+        let n = names.len();
+        let rows = st
+            .query_map([&run_id], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (names, rows)
+    };
+    let (names, mut run) = rows("SELECT * FROM runs WHERE run_id = ?1");
+    let (_, envelopes) = rows("SELECT * FROM envelopes WHERE run_id = ?1 ORDER BY idx");
+    assert_eq!((names[0].as_str(), envelopes.len()), ("run_id", 4));
+    let insert_run = format!(
+        "INSERT INTO runs ({}) VALUES ({})",
+        names.join(", "),
+        vec!["?"; names.len()].join(", ")
+    );
+    RowsFloor {
+        conn,
+        insert_run,
+        run: run.pop().unwrap(),
+        envelopes,
+    }
+}
+
+impl RowsFloor {
+    /// Insert `n` runs' rows; the time it took.
+    fn insert(&mut self, n: u64) -> std::time::Duration {
+        use rusqlite::ToSql;
+        let ids: Vec<rusqlite::types::Value> = (0..n)
+            .map(|_| uuid::Uuid::now_v7().hyphenated().to_string().into())
+            .collect();
+        let start = std::time::Instant::now();
+        for batch in ids.chunks(64) {
+            let tx = self.conn.transaction().unwrap();
+            for id in batch {
+                let mut run: Vec<&dyn ToSql> = self.run.iter().map(|v| v as &dyn ToSql).collect();
+                run[0] = id;
+                tx.prepare_cached(&self.insert_run)
+                    .unwrap()
+                    .execute(rusqlite::params_from_iter(run))
+                    .unwrap();
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )
+                    .unwrap();
+                for e in &self.envelopes {
+                    let mut env: Vec<&dyn ToSql> = e.iter().map(|v| v as &dyn ToSql).collect();
+                    env[0] = id;
+                    st.execute(rusqlite::params_from_iter(env)).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        start.elapsed()
     }
 }
 
