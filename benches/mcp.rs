@@ -7,7 +7,9 @@
 //! returned) to a server that answers every call with that stored result and does nothing
 //! else. What rmcp itself costs per call (framing, parsing and serialising both messages on
 //! both sides, its tasks and channels) is what the floor measures; `run_program`'s figure minus
-//! the floor's is what checking, running and persisting add.
+//! the floor's is what checking, running and persisting add. Both again over two channels of
+//! typed messages instead of the pipe (`_typed`): rmcp's sessions, ids and dispatch with
+//! nothing serialised or parsed between client and server.
 //!
 //! The program is the reference's `mcp_router` scenario made valid for nanovm's checker (the
 //! reference's version loops on itself and puts `is_terminal` on condition steps, both check
@@ -66,6 +68,31 @@ impl ServerHandler for Canned {
     }
 }
 
+/// A client connected to `server` by two channels of typed messages: an in-process transport
+/// with no bytes at all, nothing serialised or parsed between the two (what a Rust program that
+/// embeds the server would use; the reference's figure is a direct call).
+async fn connect_typed<S: ServerHandler>(server: S) -> RunningService<RoleClient, ()> {
+    use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+    use tokio_util::sync::PollSender;
+    let (to_server, mut server_rx) = tokio::sync::mpsc::channel::<ClientJsonRpcMessage>(1024);
+    let (to_client, mut client_rx) = tokio::sync::mpsc::channel::<ServerJsonRpcMessage>(1024);
+    let server_side = (
+        PollSender::new(to_client),
+        futures_util::stream::poll_fn(move |cx| server_rx.poll_recv(cx)),
+    );
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_side).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let client_side = (
+        PollSender::new(to_server),
+        futures_util::stream::poll_fn(move |cx| client_rx.poll_recv(cx)),
+    );
+    ().serve(client_side).await.unwrap()
+}
+
+/// A client connected to `server` by an in-process byte pipe: JSON-RPC lines, as over stdio.
 async fn connect<S: ServerHandler>(server: S) -> RunningService<RoleClient, ()> {
     let (s, c) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
@@ -129,7 +156,8 @@ fn bench_mcp(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let client = tokio.block_on(connect(server("rt")));
+    let nanovm = server("rt");
+    let client = tokio.block_on(connect(nanovm.clone()));
     let first = tokio.block_on(run(&client, &args));
     let out = first.structured_content.as_ref().unwrap();
     assert_eq!(out["status"], "success", "{out}");
@@ -137,10 +165,16 @@ fn bench_mcp(c: &mut Criterion) {
     assert_eq!(out["final_output"], "approved");
 
     // The floor, on its own connection: the same request and response, nothing else.
-    let canned = tokio.block_on(connect(Canned(Arc::new(first))));
+    let canned_server = Canned(Arc::new(first));
+    let canned = tokio.block_on(connect(canned_server.clone()));
+    // The same two over typed channels.
+    let typed = tokio.block_on(connect_typed(nanovm));
+    let canned_typed = tokio.block_on(connect_typed(canned_server));
     let servers = [
         ("run_program_roundtrip", &client),
         ("floor_canned_roundtrip", &canned),
+        ("run_program_typed", &typed),
+        ("floor_canned_typed", &canned_typed),
     ];
 
     let mut g = c.benchmark_group("mcp");
@@ -160,7 +194,9 @@ fn bench_mcp(c: &mut Criterion) {
             });
         }
     }
-    tokio.block_on(async { canned.cancel().await.unwrap() });
+    for connection in [canned, typed, canned_typed] {
+        tokio.block_on(async { connection.cancel().await.unwrap() });
+    }
     g.finish();
     tokio.block_on(async { client.cancel().await.unwrap() });
     remove_bench_dirs();
