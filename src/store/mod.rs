@@ -785,19 +785,23 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
         let mut rows = st.query(params![run_id, envelopes])?;
         while let Some(r) = rows.next()? {
             let payload = r.get_ref(0)?.as_str().map_err(corrupt)?;
-            let Value::Object(mut sorted) = serde_json::from_str(payload).map_err(corrupt)? else {
-                return Err(corrupt(format!(
-                    "run `{run_id}` has an envelope whose payload is not a JSON object"
-                )));
-            };
-            // The payload's keys are sorted (canonical JSON); a trace lists them in its order.
-            let mut record = serde_json::Map::with_capacity(sorted.len());
+            let Members(mut members) = serde_json::from_str(payload).map_err(|e| {
+                corrupt(format!(
+                    "run `{run_id}` has an envelope whose payload is not a JSON object: {e}"
+                ))
+            })?;
+            // The payload's keys are sorted (canonical JSON); a trace lists them in its order,
+            // and anything else after them.
+            let mut record = serde_json::Map::with_capacity(members.len());
             for key in StepRecord::FIELDS {
-                if let Some((k, v)) = sorted.remove_entry(key) {
+                let member = members
+                    .iter_mut()
+                    .find(|m| m.as_ref().is_some_and(|(k, _)| k == key));
+                if let Some((k, v)) = member.and_then(Option::take) {
                     record.insert(k, v);
                 }
             }
-            record.append(&mut sorted);
+            record.extend(members.into_iter().flatten());
             steps.push(Value::Object(record));
         }
         if i64::try_from(steps.len()).ok() != Some(envelopes) {
@@ -809,6 +813,33 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
     }
     project(&tx, &mut trace)?;
     Ok(Some(trace))
+}
+
+/// A JSON object's members in their order, read without building a map (each would be built
+/// twice: once as read, once in the trace's field order).
+struct Members(Vec<Option<(String, Value)>>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut out = Vec::with_capacity(StepRecord::FIELDS.len());
+                while let Some(member) = m.next_entry::<String, Value>()? {
+                    out.push(Some(member));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// Show erased secrets' tokens as tombstones.
