@@ -731,12 +731,12 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
 }
 
 /// The page size of a new database file, in bytes (SQLite's default is 4,096). A run writes
-/// about 3–4 KiB (its row and its envelopes) and each commit also rewrites the last, partly
-/// filled page of every table and index it appends to; with 8 KiB pages a commit writes half
-/// as many WAL frames, each a pair of system calls, and the checkpoint copies half as many
-/// pages. Measured with `NANOVM_STORE_LOAD` (see `benches/store.rs`): about 40% fewer
-/// writes and 4–8% less CPU per persisted run than 4 KiB pages; 16 KiB pages were no better
-/// than 8, and 2 KiB pages (rows spilling into overflow pages) took twice the CPU.
+/// about 3.5 KiB (its row and its envelopes) and each commit also rewrites the last, partly
+/// filled page of every table and index it appends to, one WAL frame (a pair of system
+/// calls) per page. Measured with `NANOVM_STORE_LOAD` (see `benches/store.rs`): about 30%
+/// fewer writes than 4 KiB pages, CPU per persisted run the same within the machine's noise;
+/// 16 KiB pages were no better than 8, and 2 KiB pages (rows spilling into overflow pages)
+/// took twice the CPU.
 pub const PAGE_SIZE: i64 = 8192;
 
 /// A `StoredProgram` from the columns hash, name, source, created_at.
