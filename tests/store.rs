@@ -143,7 +143,10 @@ fn a_persisted_run_writes_one_envelope_per_step_and_its_chain_verifies() {
     assert_eq!(n as usize, p.trace.steps.len());
     // The envelopes' payloads are the step records, in trace order, with the state hashes.
     let mut st = c
-        .prepare("SELECT step_id, state_hash, payload FROM envelopes ORDER BY idx")
+        .prepare(
+            "SELECT e.step_id, s.state_hash, e.payload FROM envelopes e
+             JOIN steps s USING (run_id, idx) ORDER BY idx",
+        )
         .unwrap();
     let rows: Vec<(String, Option<String>, String)> = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -171,7 +174,7 @@ fn a_persisted_run_writes_one_envelope_per_step_and_its_chain_verifies() {
     assert_eq!(runs[0].program_name, "refund_triage");
     let head: String = c
         .query_row(
-            "SELECT hash FROM envelopes ORDER BY idx DESC LIMIT 1",
+            "SELECT lower(hex(hash)) FROM envelopes ORDER BY idx DESC LIMIT 1",
             [],
             |r| r.get(0),
         )
@@ -313,7 +316,7 @@ fn integrity_check_reports_a_reference_to_a_missing_row() {
     c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
     c.execute(
             "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
-             VALUES ('no-such-run', 0, 's', 'p', NULL, 'x', 'y', '{}')",
+             VALUES ('no-such-run', 0, 's', X'70', NULL, X'78', X'79', '{}')",
             [],
         )
         .unwrap();
@@ -362,6 +365,144 @@ fn a_new_file_has_8_kib_pages_and_an_existing_file_keeps_its_own() {
     assert_eq!(verify_one(&store, &p.run_id), None);
     drop(store);
     assert_eq!(page_size(&raw(&dir)), 4096);
+}
+
+/// Insert a run at schema 3 by hand, its envelopes' hashes in hex as version 3 stored them:
+/// a chain of `payloads.len()` links, the one at `tamper` (if any) with its stored hash
+/// replaced by `tampered`.
+fn insert_v3_run(c: &Connection, run_id: &str, payloads: &[&str], tamper: Option<(usize, &str)>) {
+    use nanovm::store::chain::{Link, genesis};
+    let policy = "ab".repeat(32);
+    let mut prev = genesis(run_id);
+    for (i, payload) in payloads.iter().enumerate() {
+        let state = format!("{i:064x}");
+        let link = Link {
+            index: i as u64,
+            step_id: "s",
+            policy_hash: &policy,
+            state_hash: (i != 1).then_some(state.as_str()),
+            prev_hash: &prev,
+            payload,
+        };
+        let hash = link.hash();
+        let stored = match tamper {
+            Some((at, text)) if at == i => text.to_owned(),
+            _ => hash.clone(),
+        };
+        c.execute(
+            "INSERT INTO envelopes (run_id, idx, step_id, policy_hash, state_hash, prev_hash, hash, payload)
+             VALUES (?1, ?2, 's', ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![run_id, i as i64, policy, link.state_hash, prev, stored, payload],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    c.execute(
+        "INSERT INTO runs (run_id, program_hash, policy_hash, program_name, status, started_at,
+                           context, envelopes, head_hash, owner, lease_until)
+         VALUES (?1, 'prog', 'pol', 'old', 'success', '2020-01-01T00:00:00.000Z', '{}', ?2, ?3,
+                 'o', 0)",
+        rusqlite::params![run_id, payloads.len() as i64, prev],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_schema_3_file_upgrades_to_hashes_stored_as_bytes_and_its_chains_verify_as_before() {
+    let dir = tempdir("v3-hashes");
+    let path = dir.join("nanovm.db");
+    nanovm::store::create_at_schema_version(&path, 3).unwrap();
+    let payloads = ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"];
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO programs (hash, name, source, created_at) VALUES ('prog', 'old', '{}', 't');
+             INSERT INTO policies (hash, policy, created_at) VALUES ('pol', '{}', 't');",
+        )
+        .unwrap();
+        insert_v3_run(&c, "good", &payloads, None);
+        // A hash changed by hand into text that is no sha256: kept, and still reported.
+        insert_v3_run(&c, "bad", &payloads, Some((1, "not a hash")));
+        // A hash in upper case: a digest, but not as nanovm writes it; reported too.
+        let upper = {
+            let h: String = c
+                .query_row(
+                    "SELECT hash FROM envelopes WHERE run_id = 'good' AND idx = 2",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            h.to_uppercase()
+        };
+        insert_v3_run(&c, "upper", &payloads, Some((2, &upper)));
+        let text: String = c
+            .query_row("SELECT typeof(hash) FROM envelopes LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(text, "text");
+    }
+    let store = open(&dir);
+    assert_eq!(block(store.health()).unwrap().schema_version, 4);
+    let verdicts = block(store.verify(None)).unwrap();
+    let by_id = |id: &str| verdicts.iter().find(|v| v.run_id == id).unwrap();
+    assert_eq!((by_id("good").envelopes, &by_id("good").broken), (3, &None));
+    assert_eq!(by_id("bad").broken, Some(Break::HashMismatch { index: 1 }));
+    assert_eq!(
+        by_id("upper").broken,
+        Some(Break::HashMismatch { index: 2 })
+    );
+    let c = raw(&dir);
+    // Every digest is its 32 bytes (7 of the 9 envelopes); the two changed by hand kept the
+    // bytes of their text.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM envelopes WHERE length(policy_hash) = 32
+               AND length(prev_hash) = 32 AND length(hash) = 32
+               AND (state_hash IS NULL OR length(state_hash) = 32)
+               AND typeof(hash) = 'blob'"
+        ),
+        7
+    );
+    let kept: Vec<u8> = c
+        .query_row(
+            "SELECT hash FROM envelopes WHERE run_id = 'bad' AND idx = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, b"not a hash");
+    // The steps view shows state hashes in hex (NULL stays NULL), as version 3 did.
+    let states: Vec<Option<String>> = c
+        .prepare("SELECT state_hash FROM steps WHERE run_id = 'good' ORDER BY idx")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            Some(format!("{:064x}", 0)),
+            None,
+            Some(format!("{:064x}", 2))
+        ]
+    );
+    // The append-only triggers are back.
+    assert!(
+        c.execute("DELETE FROM envelopes WHERE run_id = 'good'", [])
+            .is_err()
+    );
+    assert!(
+        c.execute("UPDATE envelopes SET idx = 9 WHERE run_id = 'good'", [])
+            .is_err()
+    );
+    // New runs go on the upgraded file and verify.
+    let p = run_refund(&store);
+    assert_eq!(verify_one(&store, &p.run_id), None);
+    assert_eq!(block(store.integrity_check()).unwrap(), "ok");
 }
 
 // ---------------------------------------------------------------------------------------------

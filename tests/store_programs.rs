@@ -460,7 +460,7 @@ fn a_version_1_database_upgrades_with_its_programs_and_runs() {
     let store = open(&dir);
     let health = block(store.health()).unwrap();
     assert_eq!(health.schema_version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     // Version 3 lists runs by rowid: the index on start times is gone.
     let c = Connection::open(db(&dir)).unwrap();
     let index: i64 = c

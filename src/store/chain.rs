@@ -15,6 +15,59 @@
 
 use crate::exec::canon::{hex, put_str, put_u64, sha256};
 
+/// A hash as the `envelopes` table stores it (schema 4 on): the 32 bytes of a sha256 digest
+/// given in lowercase hex, half the size of its text. Anything else (nanovm never writes it;
+/// a file changed by hand) is kept as its own bytes, so that verification reports the link
+/// instead of the write or the upgrade failing. The chain hashes the hex text either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored<'a> {
+    Digest([u8; 32]),
+    Other(&'a [u8]),
+}
+
+impl<'a> Stored<'a> {
+    pub fn of(hash: &'a str) -> Self {
+        unhex32(hash).map_or(Stored::Other(hash.as_bytes()), Stored::Digest)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Stored::Digest(d) => d,
+            Stored::Other(b) => b,
+        }
+    }
+}
+
+/// The hex text a stored hash stands for (see [`Stored`]).
+pub fn unstore(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if bytes.len() == 32 {
+        std::borrow::Cow::Owned(hex(bytes))
+    } else {
+        String::from_utf8_lossy(bytes)
+    }
+}
+
+/// The 32 bytes of a sha256 digest in lowercase hex (64 digits), or `None`.
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let [hi, lo] = *pair else { return None };
+        *o = (digit(hi)? << 4) | digit(lo)?;
+    }
+    Some(out)
+}
+
 /// The `prev_hash` of a run's first envelope: it binds the chain to its run id.
 pub fn genesis(run_id: &str) -> String {
     let mut m = Vec::with_capacity(11 + run_id.len());
@@ -257,6 +310,27 @@ mod tests {
                 canon::sha256_hex(&whole),
                 "output of {n} bytes"
             );
+        }
+    }
+
+    #[test]
+    fn a_digest_is_stored_as_its_32_bytes_and_anything_else_as_it_is() {
+        let digest = genesis("r");
+        let stored = Stored::of(&digest);
+        assert!(matches!(stored, Stored::Digest(_)));
+        assert_eq!(stored.as_bytes().len(), 32);
+        assert_eq!(unstore(stored.as_bytes()), digest);
+        // Upper case, the wrong length, other characters: not a digest nanovm wrote.
+        for text in [
+            digest.to_uppercase(),
+            digest[1..].to_owned(),
+            format!("{}g", &digest[1..]),
+            "x".into(),
+            String::new(),
+        ] {
+            let stored = Stored::of(&text);
+            assert_eq!(stored, Stored::Other(text.as_bytes()), "{text}");
+            assert_eq!(unstore(stored.as_bytes()), text);
         }
     }
 

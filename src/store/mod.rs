@@ -935,20 +935,25 @@ fn verify(c: &Connection, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreErr
         while let Some(r) = rows.next()? {
             let index: i64 = r.get(0)?;
             let step_id = r.get_ref(1)?.as_str().map_err(corrupt)?;
-            let policy_hash = r.get_ref(2)?.as_str().map_err(corrupt)?;
-            let state_hash = r.get_ref(3)?.as_str_or_null().map_err(corrupt)?;
-            let prev_hash = r.get_ref(4)?.as_str().map_err(corrupt)?;
-            let hash = r.get_ref(5)?.as_str().map_err(corrupt)?;
+            // The hashes are stored as bytes and hashed as hex (see `chain::Stored`).
+            let policy_hash = chain::unstore(r.get_ref(2)?.as_blob().map_err(corrupt)?);
+            let state_hash = r
+                .get_ref(3)?
+                .as_blob_or_null()
+                .map_err(corrupt)?
+                .map(chain::unstore);
+            let prev_hash = chain::unstore(r.get_ref(4)?.as_blob().map_err(corrupt)?);
+            let hash = chain::unstore(r.get_ref(5)?.as_blob().map_err(corrupt)?);
             let payload = r.get_ref(6)?.as_str().map_err(corrupt)?;
             let link = chain::Link {
                 index: u64::try_from(index).unwrap_or(u64::MAX),
                 step_id,
-                policy_hash,
-                state_hash,
-                prev_hash,
+                policy_hash: &policy_hash,
+                state_hash: state_hash.as_deref(),
+                prev_hash: &prev_hash,
                 payload,
             };
-            v.push(&link, hash);
+            v.push(&link, &hash);
         }
         let recorded = u64::try_from(recorded).unwrap_or(u64::MAX);
         // A run still going (or interrupted) records its head only when it ends: its chain

@@ -10,7 +10,7 @@
 //! (a quick run while the writer is busy) is written by that job in one go: the run row as
 //! ended and all its envelopes.
 
-use super::chain::{Link, genesis};
+use super::chain::{Link, Stored, genesis, unstore};
 use super::writer::atomically;
 use super::{Content, Store, StoreError, corrupt, now_ms, now_text};
 use crate::exec::canon;
@@ -818,7 +818,10 @@ fn claim(
         .query_row(
             "SELECT idx, hash FROM envelopes WHERE run_id = ?1 ORDER BY idx DESC LIMIT 1",
             [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                let hash = r.get_ref(1)?.as_blob()?;
+                Ok((r.get(0)?, unstore(hash).into_owned()))
+            },
         )
         .optional()?;
     let (envelopes, head) = match last {
@@ -910,15 +913,16 @@ fn insert_envelopes(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let mut first_error = None;
+    let policy_hash = Stored::of(policy_hash);
     for e in pending {
         let written = st.execute(params![
             run_id,
             e.idx,
             e.step_id,
             policy_hash,
-            e.state_hash,
-            e.prev,
-            e.hash,
+            e.state_hash.as_deref().map(Stored::of),
+            Stored::of(&e.prev),
+            Stored::of(&e.hash),
             e.payload
         ]);
         if let Err(err) = written {
@@ -926,6 +930,14 @@ fn insert_envelopes(
         }
     }
     first_error.map_or(Ok(()), |e| Err(e.into()))
+}
+
+impl rusqlite::ToSql for Stored<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Blob(self.as_bytes()),
+        ))
+    }
 }
 
 /// One envelope row (besides the run's id and policy hash).
