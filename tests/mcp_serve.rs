@@ -128,7 +128,11 @@ async fn serve_over_http_with_a_key_runs_fifty_concurrent_programs_and_stops_on_
         .await
         .unwrap();
     assert_eq!(health["status"], "ok", "{health}");
-    assert_eq!(health["database"]["schema_version"], 3, "{health}");
+    assert_eq!(
+        health["database"]["schema_version"],
+        nanovm::store::SCHEMA_VERSION,
+        "{health}"
+    );
 
     // No key, a wrong key: 401 with a JSON body.
     for auth in [None, Some("Bearer wrong")] {

@@ -39,11 +39,26 @@ impl<'a> Stored<'a> {
 }
 
 /// The hex text a stored hash stands for (see [`Stored`]).
-pub fn unstore(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+pub fn unstore(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    unstore_into(bytes, &mut out);
+    out
+}
+
+/// [`unstore`] into a buffer that is reused (its old text is replaced).
+pub fn unstore_into(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.clear();
     if bytes.len() == 32 {
-        std::borrow::Cow::Owned(hex(bytes))
+        for &b in bytes {
+            for d in [b >> 4, b & 0xf] {
+                out.push(char::from(
+                    DIGITS.get(usize::from(d)).copied().unwrap_or(b'0'),
+                ));
+            }
+        }
     } else {
-        String::from_utf8_lossy(bytes)
+        out.push_str(&String::from_utf8_lossy(bytes));
     }
 }
 

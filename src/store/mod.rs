@@ -929,27 +929,29 @@ fn verify(c: &Connection, run_id: Option<&str>) -> Result<Vec<Verdict>, StoreErr
          FROM envelopes WHERE run_id = ?1 ORDER BY idx",
     )?;
     let mut out = Vec::with_capacity(heads.len());
+    // The hashes are stored as bytes and hashed as hex (see `chain::Stored`): each is written
+    // as hex into a buffer of its own, reused from envelope to envelope.
+    let [mut policy_hash, mut state_hash, mut prev_hash, mut hash] =
+        std::array::from_fn::<String, 4, _>(|_| String::with_capacity(64));
     for (id, recorded, head, running) in heads {
         let mut v = chain::Verifier::new(&id);
         let mut rows = envs.query([&id])?;
         while let Some(r) = rows.next()? {
             let index: i64 = r.get(0)?;
             let step_id = r.get_ref(1)?.as_str().map_err(corrupt)?;
-            // The hashes are stored as bytes and hashed as hex (see `chain::Stored`).
-            let policy_hash = chain::unstore(r.get_ref(2)?.as_blob().map_err(corrupt)?);
-            let state_hash = r
-                .get_ref(3)?
-                .as_blob_or_null()
-                .map_err(corrupt)?
-                .map(chain::unstore);
-            let prev_hash = chain::unstore(r.get_ref(4)?.as_blob().map_err(corrupt)?);
-            let hash = chain::unstore(r.get_ref(5)?.as_blob().map_err(corrupt)?);
+            chain::unstore_into(r.get_ref(2)?.as_blob().map_err(corrupt)?, &mut policy_hash);
+            let state = r.get_ref(3)?.as_blob_or_null().map_err(corrupt)?;
+            if let Some(s) = state {
+                chain::unstore_into(s, &mut state_hash);
+            }
+            chain::unstore_into(r.get_ref(4)?.as_blob().map_err(corrupt)?, &mut prev_hash);
+            chain::unstore_into(r.get_ref(5)?.as_blob().map_err(corrupt)?, &mut hash);
             let payload = r.get_ref(6)?.as_str().map_err(corrupt)?;
             let link = chain::Link {
                 index: u64::try_from(index).unwrap_or(u64::MAX),
                 step_id,
                 policy_hash: &policy_hash,
-                state_hash: state_hash.as_deref(),
+                state_hash: state.map(|_| state_hash.as_str()),
                 prev_hash: &prev_hash,
                 payload,
             };

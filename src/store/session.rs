@@ -820,7 +820,7 @@ fn claim(
             [run_id],
             |r| {
                 let hash = r.get_ref(1)?.as_blob()?;
-                Ok((r.get(0)?, unstore(hash).into_owned()))
+                Ok((r.get(0)?, unstore(hash)))
             },
         )
         .optional()?;
