@@ -160,6 +160,17 @@ fn a_persisted_run_writes_one_envelope_per_step_and_its_chain_verifies() {
         assert_eq!(payload, serde_json::to_value(step).unwrap());
     }
     assert_eq!(verify_one(&store, &p.run_id), None);
+    // The run row holds the trace without what the envelopes give back: the step records
+    // and the state snapshots (their state hashes).
+    let (steps, snapshots): (String, String) = c
+        .query_row(
+            "SELECT json_extract(trace, '$.steps'), json_type(trace, '$.state_snapshots') FROM runs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((steps.as_str(), snapshots.as_str()), ("[]", "null"));
+    assert_eq!(p.trace.state_snapshots.len(), p.trace.steps.len());
     // The stored trace is the run's trace; the steps view reads the envelopes.
     let stored = block(store.get_trace(&p.run_id)).unwrap().unwrap();
     assert_eq!(stored, serde_json::to_value(&p.trace).unwrap());

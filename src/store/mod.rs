@@ -775,6 +775,10 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
         return Ok(None);
     };
     let mut trace: Value = serde_json::from_str(&text).map_err(corrupt)?;
+    // Stored as `null`, the state snapshots are the step records' state hashes (see
+    // `session::Skeleton`).
+    let snapshots_elided = trace.get("state_snapshots").is_some_and(Value::is_null);
+    let mut snapshots = Vec::new();
     if let Some(Value::Array(steps)) = trace.get_mut("steps")
         && steps.is_empty()
         && envelopes > 0
@@ -810,6 +814,17 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
                 steps.len()
             )));
         }
+        if snapshots_elided {
+            let hashes = steps
+                .iter()
+                .map(|r| r.get("state_hash").and_then(Value::as_str));
+            snapshots = session::snapshots_of(hashes)
+                .map(|(i, h)| Value::Array(vec![i.into(), h.into()]))
+                .collect();
+        }
+    }
+    if snapshots_elided {
+        trace["state_snapshots"] = Value::Array(snapshots);
     }
     project(&tx, &mut trace)?;
     Ok(Some(trace))

@@ -15,8 +15,10 @@ use super::writer::atomically;
 use super::{Content, Store, StoreError, corrupt, now_ms, now_text};
 use crate::exec::canon;
 use crate::exec::secrets::{self, Secret, SecretTools};
+use crate::exec::trace::Metrics;
 use crate::exec::{
-    Cursor, Observer, Outcome, RunOptions, Runnable, Runtime, Source, StepRecord, Trace,
+    Cursor, Failure, Observer, Outcome, RunOptions, Runnable, Runtime, Source, Status, StepRecord,
+    Trace,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -350,13 +352,10 @@ impl Store {
         recorder: &Recorder,
         resumed: bool,
     ) -> Result<Trace, StoreError> {
-        let Outcome { mut trace, cursor } = outcome;
+        let Outcome { trace, cursor } = outcome;
         // The trace is stored without its step records: they are the payloads of the run's
         // envelopes (see `load_trace`), which the audit chain covers.
-        let steps = std::mem::take(&mut trace.steps);
-        let skeleton = serde_json::to_string(&trace);
-        trace.steps = steps;
-        let skeleton = skeleton.map_err(|e| StoreError::Database(e.to_string()))?;
+        let skeleton = Skeleton::of(&trace).map_err(|e| StoreError::Database(e.to_string()))?;
         let cursor_text = match &cursor {
             None => None,
             Some(c) => {
@@ -890,6 +889,68 @@ struct Ended {
 }
 
 /// A mutex's guard, poisoned or not (each critical section here leaves its data whole).
+/// A trace as stored when its step records are its envelopes' payloads: the trace's fields in
+/// its order, `steps` empty, and `state_snapshots` `null` when they can be read back from the
+/// step records' state hashes (the usual case; see [`snapshots_of`]), about a third of the
+/// text less for the store to write.
+#[derive(serde::Serialize)]
+struct Skeleton<'a> {
+    trace_id: &'a str,
+    program_name: &'a str,
+    status: Status,
+    steps: [(); 0],
+    final_output: &'a Value,
+    error: &'a Option<String>,
+    failure: &'a Option<Failure>,
+    started_at: &'a str,
+    finished_at: &'a Option<String>,
+    duration_ms: f64,
+    state_snapshots: Option<&'a [(u64, String)]>,
+    snapshot_root: &'a str,
+    suspended_step_id: &'a Option<String>,
+    step_metrics: &'a Metrics,
+    total_tokens: u64,
+    cost_usd: Option<f64>,
+}
+
+impl<'a> Skeleton<'a> {
+    fn of(t: &'a Trace) -> serde_json::Result<String> {
+        let derivable = t
+            .state_snapshots
+            .iter()
+            .map(|(i, h)| (*i, h.as_str()))
+            .eq(snapshots_of(
+                t.steps.iter().map(|r| r.state_hash.as_deref()),
+            ));
+        serde_json::to_string(&Skeleton {
+            trace_id: &t.trace_id,
+            program_name: &t.program_name,
+            status: t.status,
+            steps: [],
+            final_output: &t.final_output,
+            error: &t.error,
+            failure: &t.failure,
+            started_at: &t.started_at,
+            finished_at: &t.finished_at,
+            duration_ms: t.duration_ms,
+            state_snapshots: (!derivable).then_some(t.state_snapshots.as_slice()),
+            snapshot_root: &t.snapshot_root,
+            suspended_step_id: &t.suspended_step_id,
+            step_metrics: &t.step_metrics,
+            total_tokens: t.total_tokens,
+            cost_usd: t.cost_usd,
+        })
+    }
+}
+
+/// The state snapshots that step records with these state hashes (in trace order) stand for:
+/// `[n, hash]` for the n-th record that has one (a top-level step's; sub-steps have none).
+pub(super) fn snapshots_of<'a>(
+    hashes: impl Iterator<Item = Option<&'a str>>,
+) -> impl Iterator<Item = (u64, &'a str)> {
+    hashes.flatten().zip(0u64..).map(|(h, i)| (i, h))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -1041,6 +1102,74 @@ impl Observer for Recorder {
             },
             self.error.clone(),
             true,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use serde_json::json;
+
+    fn record(step_id: &str, state_hash: Option<&str>, parent: Option<&str>) -> StepRecord {
+        serde_json::from_value(json!({
+            "step_id": step_id, "status": "success", "output": {"n": 1}, "error": null,
+            "retries": 0, "usage": null, "duration_ms": 0.5, "parent": parent,
+            "state_hash": state_hash,
+        }))
+        .unwrap()
+    }
+
+    fn trace(snapshots: Vec<(u64, String)>) -> Trace {
+        Trace {
+            trace_id: "t".into(),
+            program_name: "p".into(),
+            status: Status::Failed,
+            steps: vec![
+                record("a", Some("h0"), None),
+                record("b1", None, Some("b")),
+                record("b", Some("h1"), None),
+            ],
+            final_output: json!({"x": [1, "y"]}),
+            error: Some("e".into()),
+            failure: None,
+            started_at: "s".into(),
+            finished_at: Some("f".into()),
+            duration_ms: 1.25,
+            state_snapshots: snapshots,
+            snapshot_root: "r".into(),
+            suspended_step_id: Some("b".into()),
+            step_metrics: Metrics {
+                llm_calls: 1,
+                ..Metrics::default()
+            },
+            total_tokens: 7,
+            cost_usd: Some(0.5),
+        }
+    }
+
+    /// The skeleton is the trace's JSON, every field in its order, with `steps` empty and
+    /// `state_snapshots` null when the steps' state hashes give them back.
+    #[test]
+    fn a_skeleton_is_the_trace_without_its_steps_and_the_snapshots_they_give() {
+        let derivable = trace(vec![(0, "h0".into()), (1, "h1".into())]);
+        let other = trace(vec![(0, "h0".into()), (2, "h1".into())]);
+        for (t, elided) in [(&derivable, true), (&other, false)] {
+            let mut whole = serde_json::to_value(t).unwrap();
+            whole["steps"] = json!([]);
+            if elided {
+                whole["state_snapshots"] = Value::Null;
+            }
+            let skeleton: Value = serde_json::from_str(&Skeleton::of(t).unwrap()).unwrap();
+            let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(&skeleton), keys(&whole));
+            assert_eq!(skeleton, whole);
+        }
+        let hashes = derivable.steps.iter().map(|r| r.state_hash.as_deref());
+        assert_eq!(
+            snapshots_of(hashes).collect::<Vec<_>>(),
+            vec![(0, "h0"), (1, "h1")]
         );
     }
 }
