@@ -76,9 +76,21 @@ fn valid_id(id: &str) -> bool {
 pub fn extract(context: &mut Map<String, Value>) -> Result<Vec<Secret>, SecretError> {
     let mut found = Vec::new();
     for (k, v) in context.iter_mut() {
-        walk(v, &mut format!("/{}", escape(k)), &mut found)?;
+        // Most contexts hold no secret: look before building the pointer errors would need.
+        if holds_secret(v) {
+            walk(v, &mut format!("/{}", escape(k)), &mut found)?;
+        }
     }
     Ok(found)
+}
+
+/// Whether a `{"$secret": …}` object is anywhere in `v`.
+fn holds_secret(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("$secret") || m.values().any(holds_secret),
+        Value::Array(a) => a.iter().any(holds_secret),
+        _ => false,
+    }
 }
 
 fn escape(key: &str) -> String {

@@ -823,8 +823,8 @@ fn load_trace(c: &Connection, run_id: &str) -> Result<Option<Value>, StoreError>
                 .collect();
         }
     }
-    if snapshots_elided {
-        trace["state_snapshots"] = Value::Array(snapshots);
+    if snapshots_elided && let Some(slot) = trace.get_mut("state_snapshots") {
+        *slot = Value::Array(snapshots);
     }
     project(&tx, &mut trace)?;
     Ok(Some(trace))
