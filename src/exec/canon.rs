@@ -222,6 +222,12 @@ pub fn sha256_hex(v: &Value) -> String {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
+    hex_into(bytes, &mut out);
+    out
+}
+
+/// Lower-case hex, appended to `out`.
+pub fn hex_into(bytes: &[u8], out: &mut String) {
     for chunk in bytes.chunks(32) {
         let mut buf = [0u8; 64];
         for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
@@ -232,7 +238,6 @@ pub fn hex(bytes: &[u8]) -> String {
             std::str::from_utf8(buf.get(..chunk.len() * 2).unwrap_or_default()).unwrap_or_default(),
         );
     }
-    out
 }
 
 #[inline(always)]

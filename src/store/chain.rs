@@ -13,7 +13,7 @@
 //! stored as its canonical text, so the hashed bytes are exactly
 //! `{"index":I,"payload":P,"policy_hash":"…","prev_hash":"…","state_hash":"…"|null,"step_id":"…"}`.
 
-use crate::exec::canon::{hex, put_str, put_u64, sha256};
+use crate::exec::canon::{hex, hex_into, put_str, put_u64, sha256};
 
 /// A hash as the `envelopes` table stores it (schema 4 on): the 32 bytes of a sha256 digest
 /// given in lowercase hex, half the size of its text. Anything else (nanovm never writes it;
@@ -47,16 +47,9 @@ pub fn unstore(bytes: &[u8]) -> String {
 
 /// [`unstore`] into a buffer that is reused (its old text is replaced).
 pub fn unstore_into(bytes: &[u8], out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.clear();
     if bytes.len() == 32 {
-        for &b in bytes {
-            for d in [b >> 4, b & 0xf] {
-                out.push(char::from(
-                    DIGITS.get(usize::from(d)).copied().unwrap_or(b'0'),
-                ));
-            }
-        }
+        hex_into(bytes, out);
     } else {
         out.push_str(&String::from_utf8_lossy(bytes));
     }

@@ -888,7 +888,6 @@ struct Ended {
     head: String,
 }
 
-/// A mutex's guard, poisoned or not (each critical section here leaves its data whole).
 /// A trace as stored when its step records are its envelopes' payloads: the trace's fields in
 /// its order, `steps` empty, and `state_snapshots` `null` when they can be read back from the
 /// step records' state hashes (the usual case; see [`snapshots_of`]), about a third of the
@@ -951,6 +950,7 @@ pub(super) fn snapshots_of<'a>(
     hashes.flatten().zip(0u64..).map(|(h, i)| (i, h))
 }
 
+/// A mutex's guard, poisoned or not (each critical section here leaves its data whole).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
