@@ -45,11 +45,14 @@ struct WalLimits {
 }
 
 impl WalLimits {
-    /// The WAL's size at which a checkpoint starts: SQLite's default for its automatic
-    /// checkpoint (1,000 pages of 4 KiB, about 4 MB).
-    const CHECKPOINT_BYTES: i64 = 1000 * 4096;
-    /// The WAL's size at which the writer checkpoints itself: ten times that.
-    const LIMIT_BYTES: i64 = 10 * Self::CHECKPOINT_BYTES;
+    /// The WAL's size at which a checkpoint starts: about 16 MB, four times SQLite's default
+    /// for its automatic checkpoint (1,000 pages of 4 KiB). A checkpoint copies each page
+    /// once however often it was committed since the last one, and pays its two fsyncs once:
+    /// in load runs of persisted runs, 16 MB took about a fifth off the checkpointer's CPU
+    /// and 5% off the store's, against 4 MB (32 MB did no better).
+    const CHECKPOINT_BYTES: i64 = 4000 * 4096;
+    /// The WAL's size at which the writer checkpoints itself: about 40 MB.
+    const LIMIT_BYTES: i64 = 10_000 * 4096;
 
     /// The limits for a file of `page_size`-byte pages: the same sizes in bytes whatever the
     /// page size (a file keeps the page size it was made with).
@@ -373,7 +376,7 @@ mod tests {
         assert_eq!(
             four,
             WalLimits {
-                checkpoint: 1000,
+                checkpoint: 4000,
                 limit: 10_000
             }
         );
@@ -381,7 +384,7 @@ mod tests {
         assert_eq!(
             eight,
             WalLimits {
-                checkpoint: 500,
+                checkpoint: 2000,
                 limit: 5_000
             }
         );
