@@ -19,6 +19,8 @@ use crate::exec::canon::{hex, hex_into, put_str, put_u64, sha256};
 /// given in lowercase hex, half the size of its text. Anything else (nanovm never writes it;
 /// a file changed by hand) is kept as its own bytes, so that verification reports the link
 /// instead of the write or the upgrade failing. The chain hashes the hex text either way.
+/// (Such a value of exactly 32 bytes reads back as their hex, not as the text: it was no
+/// valid hash before, and verification still reports its link.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored<'a> {
     Digest([u8; 32]),

@@ -731,7 +731,7 @@ fn connect(path: &Path, opts: &StoreOptions, writer: bool) -> Result<Connection,
 }
 
 /// The page size of a new database file, in bytes (SQLite's default is 4,096). A run writes
-/// about 3.5 KiB (its row and its envelopes) and each commit also rewrites the last, partly
+/// about 3 KiB (its row and its envelopes) and each commit also rewrites the last, partly
 /// filled page of every table and index it appends to, one WAL frame (a pair of system
 /// calls) per page. Measured with `NANOVM_STORE_LOAD` (see `benches/store.rs`): about 30%
 /// fewer writes than 4 KiB pages, CPU per persisted run the same within the machine's noise;
